@@ -141,6 +141,14 @@ class Layout:
         t = arr3.reshape([self.shape[a] for a in self.perm])
         return t.transpose(np.argsort(self.perm))
 
+    def from2(self, arr2: np.ndarray, keepdims: bool) -> np.ndarray:
+        """The source-ordered result of a reduction from the kernel's ``(outer, inner)`` output."""
+        kept = self.kept
+        t = arr2.reshape([self.shape[a] for a in kept]).transpose(np.argsort(kept))
+        if keepdims:
+            t = t.reshape([1 if a in self.axes else s for a, s in enumerate(self.shape)])
+        return t
+
 
 def layout(x: np.ndarray, axes: tuple[int, ...]) -> Layout:
     """Choose the ``(outer, n, inner)`` form of reducing ``x`` over ``axes``.

@@ -48,8 +48,11 @@ def _probe(name: str) -> str | None:
     """Why ``name`` cannot load, without importing it (None: it looks loadable)."""
     if name in _failed:
         return _failed[name]
-    if name == "numba" and importlib.util.find_spec("numba") is None:
-        return "numba is not installed (pip install numba)"
+    if name == "numba":
+        if importlib.util.find_spec("numba") is None:
+            return "numba is not installed (pip install numba)"
+        if importlib.util.find_spec(_MODULES["numba"]) is None:
+            return f"{_MODULES['numba']} is missing from this installation"
     if name == "cython" and "cython" not in _loaded:
         try:  # the extension imports in about a millisecond: just load it
             load("cython")

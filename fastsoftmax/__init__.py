@@ -1,0 +1,31 @@
+"""fastsoftmax: compiled softmax, log_softmax, logsumexp and fused cross-entropy for NumPy arrays.
+
+A drop-in for ``scipy.special.softmax / log_softmax / logsumexp`` (same signatures, dtypes, shapes,
+values and edge cases), and cross-entropy with PyTorch's options and its gradient in one pass.
+Kernels are compiled twice, with Numba and as a C extension; a dispatcher picks one per call.
+"""
+__version__ = "0.1.0"
+
+from ._api import cross_entropy, log_softmax, logsumexp, softmax
+from ._dispatch import (
+    BackendUnavailableError,
+    available_backends,
+    get_num_threads,
+    info,
+    set_num_threads,
+    use_backend,
+)
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "available_backends",
+    "use_backend",
+    "set_num_threads",
+    "get_num_threads",
+    "info",
+    "BackendUnavailableError",
+    "__version__",
+]

@@ -1,0 +1,149 @@
+"""The NumPy reference backend: the oracle for the compiled backends, and the fallback.
+
+It implements the kernel contract of docs/DESIGN.md for every dtype the API accepts (float16/32/64,
+longdouble, complex) with whole-array NumPy operations, written for clarity and accuracy rather than
+speed:
+
+* float16/32/64 are computed in float64, longdouble in longdouble, complex in complex128 (or
+  clongdouble), and cast to the output at the end;
+* softmax / log_softmax / logsumexp follow scipy.special's algorithm step by step (scipy 1.17,
+  ``_logsumexp.py``), so NaN/inf results and result signs are scipy's;
+* cross_entropy follows PyTorch's formula (log_softmax, then nll and the smoothing term).
+
+The reduced axis is axis 1 of the ``(outer, n, inner)`` arrays; ``method`` and ``nthreads`` are
+accepted for the contract and ignored.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
+
+
+def _wide(dtype: np.dtype) -> np.dtype:
+    """The dtype the reference computes in for arrays of ``dtype``."""
+    if dtype.kind == "c":
+        return np.result_type(dtype, np.complex128)
+    return np.result_type(dtype, np.float64)
+
+
+def softmax(x, out, log, method="auto", nthreads=1):
+    xw = x.astype(_wide(x.dtype))
+    with np.errstate(all="ignore"):
+        m = np.max(xw, axis=1, keepdims=True)
+        if log:
+            m = np.where(np.isfinite(m), m, 0)
+            t = xw - m
+            r = t - np.log(np.sum(np.exp(t), axis=1, keepdims=True))
+        else:
+            e = np.exp(xw - m)
+            r = e / np.sum(e, axis=1, keepdims=True)
+    out[...] = r
+
+
+def _max_real(a):
+    """(value, mask) of one element per row with the largest real part (scipy's choice)."""
+    if a.dtype.kind != "c":
+        a_max = np.max(a, axis=1, keepdims=True)
+        return a_max, a == a_max
+    re = a.real
+    hit = re == np.max(re, axis=1, keepdims=True)
+    first = np.argmax(hit, axis=1)[:, None, :]
+    mask = np.zeros(a.shape, dtype=bool)
+    np.put_along_axis(mask, first, True, axis=1)
+    return np.take_along_axis(a, first, axis=1), mask
+
+
+def _wrap_radians(x):
+    wrapped = -((-x + np.pi) % (2 * np.pi) - np.pi)
+    return np.where(np.abs(x) < np.pi, x, wrapped)
+
+
+def _lse_shifted(a, b, want_sign):
+    """scipy's accurate path: the max terms kept out of the sum, log1p of the rest."""
+    if b is not None:
+        a = np.where(b == 0, -np.inf, a)
+    a_max, i_max = _max_real(a)
+    a = np.where(i_max, -np.inf, a)
+    k = np.sum(i_max if b is None else b * i_max, axis=1, keepdims=True, dtype=a.dtype)
+    e = np.exp(a - a_max) if b is None else b * np.exp(a - a_max)
+    s = np.sum(e, axis=1, keepdims=True)
+    s = np.where(s == 0, s, s / k)
+    sgn = np.sign(s + 1) * np.sign(k)
+    if a.dtype.kind != "c":
+        s = np.where(s < -1, -s - 2, s)
+        k = np.abs(k)
+    else:
+        sgn = sgn * np.exp(1j * a_max.imag)
+    r = np.log1p(s) + np.log(k) + a_max
+    if want_sign:
+        r = r.real
+    elif a.dtype.kind != "c":
+        r = np.where(sgn < 0, np.nan, r)
+    return r, sgn
+
+
+def logsumexp(x, b, out, sign, nthreads=1):
+    wide = _wide(x.dtype if b is None else np.result_type(x, b))
+    a = x.astype(wide)
+    bw = None if b is None else b.astype(wide)
+    want_sign = sign is not None
+    with np.errstate(all="ignore"):
+        # the direct formula, used where the shifted one is not finite (C99 exp/log rules)
+        direct = np.sum(np.exp(a) if bw is None else bw * np.exp(a), axis=1, keepdims=True)
+        r, sgn = _lse_shifted(a, bw, want_sign)
+        finite = np.isfinite(r)
+        r = np.where(finite, r, np.log(np.abs(direct) if want_sign else direct))
+        if want_sign:
+            sgn = np.where(finite, sgn, np.sign(direct))
+    if wide.kind == "c":
+        if want_sign:
+            sgn = sgn.real + 1j * _wrap_radians(sgn.imag)
+        else:
+            r = r.real + 1j * _wrap_radians(r.imag)
+    out[...] = r[:, 0, :]
+    if want_sign:
+        sign[...] = sgn[:, 0, :]
+
+
+def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale, loss, grad,
+                  nthreads=1):
+    wide = _wide(logits.dtype)
+    x = logits.astype(wide)
+    n_rows, n_cls = x.shape
+    w = np.ones(n_cls, wide) if weight is None else weight.astype(wide)
+    e = wide.type(smoothing)
+    rows = np.arange(n_rows)
+    with np.errstate(all="ignore"):
+        m = np.max(x, axis=1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        logp = x - (m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True)))
+        if target is not None:
+            valid = target != ignore_index
+            t = np.where(valid, target, 0)
+            # torch: (1 - e) * nll_loss + e / C * smoothing term, ignored rows zero
+            nll = -w[t] * logp[rows, t]
+            smooth = -(logp * w).sum(axis=1) if smoothing > 0 else 0.0
+            per_row = np.where(valid, (1 - e) * nll + (e / n_cls) * smooth, 0)
+            q = np.broadcast_to((e / n_cls) * w, x.shape).copy()
+            q[rows, t] += (1 - e) * w[t]
+            q[~valid] = 0
+        else:
+            q = w * ((1 - e) * probs.astype(wide) + e / n_cls)
+            per_row = -(logp * q).sum(axis=1)
+        loss[...] = per_row
+        if grad is not None:
+            g = scale * (np.exp(logp) * q.sum(axis=1, keepdims=True) - q)
+            if target is not None:
+                g[~valid] = 0
+            grad[...] = g
+
+
+def exp(x, out):
+    with np.errstate(all="ignore"):
+        np.exp(x, out=out)
+
+
+def log(x, out):
+    with np.errstate(all="ignore"):
+        np.log(x, out=out)
