@@ -27,6 +27,8 @@ def as_array(x, name: str) -> np.ndarray:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged lists and the like
             raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    if not arr.dtype.isnative:  # byte-swapped data: compute (and answer) in native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind not in "biufc":
         raise TypeError(
             f"{name} must hold numbers (bool, integer, float or complex), "
