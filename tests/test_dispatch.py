@@ -1,0 +1,118 @@
+"""Backend selection, environment variables, threads and info()."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _dispatch
+
+
+def test_available_backends_always_has_numpy():
+    av = fs.available_backends()
+    assert "numpy" in av and set(av) <= {"numpy", "numba", "cython"}
+
+
+def test_every_backend_gives_the_reference_answer(backend):
+    x = np.random.default_rng(1).standard_normal((33, 17))
+    want = fs.softmax(x, axis=1, backend="numpy")
+    np.testing.assert_allclose(fs.softmax(x, axis=1, backend=backend), want, rtol=1e-13)
+    with fs.use_backend(backend):
+        np.testing.assert_allclose(fs.softmax(x, axis=1), want, rtol=1e-13)
+
+
+def test_use_backend_nests_and_restores():
+    assert _dispatch.requested() in ("auto",) + _dispatch.BACKENDS
+    with fs.use_backend("numpy"):
+        assert _dispatch.requested() == "numpy"
+        with fs.use_backend("auto"):
+            assert _dispatch.requested() == "auto"
+        assert _dispatch.requested() == "numpy"
+    with pytest.raises(ValueError, match="use_backend"):
+        with fs.use_backend("fortran"):
+            pass
+
+
+def test_env_backend(monkeypatch):
+    monkeypatch.setenv("FASTSOFTMAX_BACKEND", "numpy")
+    assert _dispatch.requested() == "numpy"
+    assert _dispatch.resolve(None, "softmax", np.dtype(np.float64), (1, 4, 1))[0] == "numpy"
+    monkeypatch.setenv("FASTSOFTMAX_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="FASTSOFTMAX_BACKEND"):
+        fs.softmax(np.ones(3))
+
+
+def test_unavailable_backend_says_why(monkeypatch):
+    monkeypatch.setitem(_dispatch._MODULES, "numba", "fastsoftmax._no_such_module")
+    monkeypatch.setattr(_dispatch, "_loaded", {k: v for k, v in _dispatch._loaded.items()
+                                               if k != "numba"})
+    monkeypatch.setattr(_dispatch, "_failed", {})
+    with pytest.raises(fs.BackendUnavailableError, match="numba"):
+        fs.softmax(np.ones(3), backend="numba")
+    # auto never fails because a backend is missing
+    np.testing.assert_allclose(fs.softmax(np.zeros(4)), 0.25)
+    assert "numba" not in fs.available_backends()
+    assert "reason" in fs.info()["backends"]["numba"]
+
+
+def test_threads(monkeypatch):
+    old = fs.get_num_threads()
+    try:
+        fs.set_num_threads(1)
+        assert fs.get_num_threads() == 1
+        for bad in (0, -2):
+            with pytest.raises(ValueError):
+                fs.set_num_threads(bad)
+        for bad in (1.5, "2", True):
+            with pytest.raises(TypeError):
+                fs.set_num_threads(bad)
+    finally:
+        fs.set_num_threads(old)
+    monkeypatch.setattr(_dispatch, "_num_threads", None)
+    monkeypatch.setenv("FASTSOFTMAX_NUM_THREADS", "3")
+    assert fs.get_num_threads() == 3
+    monkeypatch.setattr(_dispatch, "_num_threads", None)
+    monkeypatch.setenv("FASTSOFTMAX_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="FASTSOFTMAX_NUM_THREADS"):
+        fs.get_num_threads()
+    monkeypatch.setattr(_dispatch, "_num_threads", old)
+
+
+def test_info():
+    i = fs.info()
+    assert i["version"] == fs.__version__
+    assert set(i["backends"]) == {"numpy", "numba", "cython"}
+    assert i["threads"] >= 1
+    if i["backends"]["cython"]["available"]:
+        assert i["simd"] in i["backends"]["cython"]["isa_paths"]
+
+
+def test_import_is_lazy():
+    """import fastsoftmax loads no compiler (its time is measured by `fastsoftmax bench`)."""
+    code = ("import sys, fastsoftmax; fastsoftmax.softmax([1.0, 2.0], backend='numpy'); "
+            "fastsoftmax.available_backends(); print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
+def test_concurrent_python_threads(backend):
+    """Many Python threads calling at once get the right answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((64, 300 + 7 * i)).astype(np.float32) for i in range(16)]
+    want = [fs.softmax(x, axis=1, backend="numpy") for x in xs]
+
+    def work(i):
+        out = None
+        for _ in range(5):
+            out = fs.softmax(xs[i], axis=1, backend=backend)
+            lse = fs.logsumexp(xs[i], axis=1, backend=backend)
+        return out, lse
+
+    with ThreadPoolExecutor(8) as ex:
+        res = list(ex.map(work, range(16)))
+    for (got, lse), w, x in zip(res, want, xs):
+        np.testing.assert_allclose(got, w, rtol=4e-6, atol=1e-30)
+        np.testing.assert_allclose(lse, fs.logsumexp(x, axis=1, backend="numpy"), rtol=4e-6)
