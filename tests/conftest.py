@@ -11,9 +11,10 @@ from fastsoftmax import _dispatch
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=60,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile("dev", deadline=None, max_examples=200)
+settings.register_profile("dev", deadline=None, max_examples=200,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
