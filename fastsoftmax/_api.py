@@ -18,10 +18,11 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _backend_for(backend, op, cdt, shape3):
-    """(name, module): the reference for dtypes no compiled kernel takes, else the dispatcher."""
+    """(name, module, method): the reference for dtypes no compiled kernel takes, else the
+    dispatcher's choice."""
     if cdt is None:
         _dispatch.requested(backend)  # still reject a misspelt backend name
-        return "numpy", _dispatch.load("numpy")
+        return "numpy", _dispatch.load("numpy"), "auto"
     return _dispatch.resolve(backend, op, cdt, shape3)
 
 
@@ -52,7 +53,8 @@ def _softmax_like(x, axis, out, backend, method, log: bool):
     res = out if out is not None else np.empty_like(arr, dtype=res_dtype)
     if arr.size:
         cdt = _canon.compute_dtype(res_dtype)
-        _, mod = _backend_for(backend, name, cdt, lay.shape3)
+        _, mod, tuned = _backend_for(backend, name, cdt, lay.shape3)
+        method = tuned if method == "auto" else method
         x3 = lay.to3(arr, cdt or res_dtype)
         dst = lay.view3(res) if res.dtype == x3.dtype else None
         if dst is None or _overlaps(dst, x3):
@@ -125,7 +127,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backen
             s2.fill(-1)  # scipy's sign(-inf) for an empty reduction
     elif r2.size:
         cdt = _canon.compute_dtype(res_dtype)
-        _, mod = _backend_for(backend, "logsumexp", cdt, lay.shape3)
+        _, mod, _ = _backend_for(backend, "logsumexp", cdt, lay.shape3)
         kdt = cdt or res_dtype
         k_out = r2 if r2.dtype == kdt else np.empty(r2.shape, kdt)
         k_sign = None if s2 is None else (s2 if s2.dtype == kdt else np.empty(s2.shape, kdt))
@@ -251,7 +253,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         grad = grad_out if grad_out is not None else np.empty_like(x)
 
     if n_rows:
-        _, mod = _backend_for(backend, "cross_entropy", cdt, (n_rows, n_cls, 1))
+        _, mod, _ = _backend_for(backend, "cross_entropy", cdt, (n_rows, n_cls, 1))
         x2 = lay.to3(x, kdt).reshape(n_rows, n_cls)
         p2 = None if probs is None else lay.to3(probs, kdt).reshape(n_rows, n_cls)
         g2 = None

@@ -102,25 +102,30 @@ def requested(backend=None) -> str:
     return "auto"
 
 
-def resolve(backend, op: str, dtype, shape3) -> tuple[str, object]:
-    """(name, module) of the backend to run ``op`` on a canonical array of ``shape3``."""
+def resolve(backend, op: str, dtype, shape3) -> tuple[str, object, str]:
+    """(name, module, method) to run ``op`` on a canonical array of ``shape3``.
+
+    ``method`` is "auto" unless the measured table (``fastsoftmax tune``) names a winner for this
+    op, dtype and size on the backend it picked.
+    """
     name = requested(backend)
     if name != "auto":
-        return name, load(name)
-    for cand in _auto_candidates(op, dtype, shape3):
-        if _probe(cand) is None:
-            try:
-                return cand, load(cand)
-            except BackendUnavailableError:
-                continue
-    return "numpy", load("numpy")
-
-
-def _auto_candidates(op, dtype, shape3):
-    from . import _tune  # the measured table (fastsoftmax tune), else the built-in one
+        return name, load(name), "auto"
+    from . import _tune  # the measured table, or the built-in one
 
     best = _tune.choose(op, dtype, shape3)
-    return ((best,) if best else ()) + AUTO_ORDER
+    if best is not None and _probe(best[0]) is None:
+        try:
+            return best[0], load(best[0]), best[1]
+        except BackendUnavailableError:
+            pass
+    for cand in AUTO_ORDER:
+        if _probe(cand) is None:
+            try:
+                return cand, load(cand), "auto"
+            except BackendUnavailableError:
+                continue
+    return "numpy", load("numpy"), "auto"
 
 
 @contextlib.contextmanager

@@ -141,9 +141,9 @@ def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale,
 
 def exp(x, out):
     with np.errstate(all="ignore"):
-        np.exp(x, out=out)
+        out[...] = np.exp(x.astype(_wide(x.dtype)))
 
 
 def log(x, out):
     with np.errstate(all="ignore"):
-        np.log(x, out=out)
+        out[...] = np.log(x.astype(_wide(x.dtype)))
