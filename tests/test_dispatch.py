@@ -1,4 +1,5 @@
 """Backend selection, environment variables, threads and info()."""
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,14 @@ from fastsoftmax import _dispatch
 def test_available_backends_always_has_numpy():
     av = fs.available_backends()
     assert "numpy" in av and set(av) <= {"numpy", "numba", "cython"}
+
+
+def test_required_backends_are_built():
+    """`./dev test` (and so CI) demands every compiled backend, so none is silently untested."""
+    required = [b for b in os.environ.get("FASTSOFTMAX_REQUIRE_BACKENDS", "").split(",") if b]
+    info = fs.info()["backends"]
+    for name in required:
+        assert info[name]["available"], f"{name}: {info[name].get('reason')}"
 
 
 def test_every_backend_gives_the_reference_answer(backend):
