@@ -1,0 +1,725 @@
+"""The Numba backend: softmax, log_softmax, logsumexp and fused cross-entropy kernels.
+
+Design
+------
+* The contract functions at the bottom (``softmax``, ``logsumexp``, ``cross_entropy``, ``exp``,
+  ``log``) are plain Python: they pick a kernel (inner == 1 or not, row length, method), split the
+  rows over threads, and call njit kernels.  Arguments arrive validated (docs/DESIGN.md).
+* exp / log are ``_numba_exp.fexp`` / ``flog``: plain arithmetic that LLVM vectorizes.
+* Sums are loop-carried ``_radd`` (an fadd carrying only the ``reassoc`` flag), so LLVM vectorizes
+  the reduction while every other instruction keeps strict IEEE semantics; maxima are
+  ``llvm.maxnum`` (``_fmax``), which vectorizes without fast-math flags and skips NaN (a NaN in a
+  row is caught through the sum instead).  No kernel is compiled with fast-math.
+* Accumulators: ``s`` (sum of exp) and every other sum is float64 for float32 and float64 input.
+  ``m`` (running max) has the input dtype.
+* In place (``out`` is ``x``, ``grad`` is ``logits``): the kernels take ``x=None`` and read the
+  input from ``out``.  Passing the same buffer under two names would make LLVM's runtime alias
+  check fail and fall back to scalar code (7x slower).
+* Threads: rows (or, for a single long row, blocks of the row; for inner > 1, outer slices or
+  inner column ranges) are split over a small pool of Python threads calling ``nogil`` kernels.
+  This is safe when many Python threads call at once and never touches Numba's threading layer
+  (whose default workqueue layer aborts on concurrent parallel calls), nor starts a second OpenMP
+  runtime next to torch's.  A call uses min(nthreads, work / _MIN_WORK) threads.
+* Compilation: ``cache=True`` everywhere, one specialization per (dtype, None-ness of the optional
+  arrays), compiled on first use.
+
+Algorithms (``m``: max, ``s``: sum of exp(x - m)):
+* three_pass (rows): max; exp(x - m) stored in out while summing; scale by 1/s.
+  log_softmax: max; sum; out = (x - m) - log(s).
+* online (rows): blocks of ``_BLOCK`` elements: block max ``bm`` and ``bs = sum exp(x - bm)``
+  (exp stored in out), merged into (m, s) as in Milakov & Gimelshein; second pass multiplies
+  each block by exp(bm - m) / s (one exp per element in all; log_softmax: out = (x - m) - log(s)).
+  The same block statistics let threads split a single long row.
+* small rows (n <= _SMALL_N): ``_SMALL_BLOCK`` elements of whole rows at a time; the shifted
+  values of all the rows go through one flat (vectorized) exp loop.
+* inner > 1: the same three passes, vectorized along the contiguous inner axis with per-column
+  m and s vectors.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from ._numba_exp import exp_array, fexp, flog, log_array
+
+__all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+_BLOCK = 4096          # online softmax block (elements); a block stays in L1
+_SMALL_N = 64          # rows up to this length use the many-rows-at-once kernel
+_SMALL_BLOCK = 4096    # elements per group of small rows
+_ONLINE_N = 1 << 17    # "auto": rows at least this long use the online kernel
+_MIN_WORK = 1 << 16    # elements per thread below which another thread does not pay
+
+
+# ------------------------------------------------------------------------------- primitives
+@intrinsic
+def _radd(typingctx, a, b):
+    """a + b as an fadd with the reassoc flag only: lets LLVM vectorize a sum reduction."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=("reassoc",))
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def _fmax(typingctx, a, b):
+    """llvm.maxnum(a, b): the larger, the other operand when one is NaN; vectorizes."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = args[0].type
+        name = "llvm.maxnum.f32" if a.bitwidth == 32 else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, fty]), name)
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+def _like(a, v):
+    """v converted to the float type of the scalar a (njit only)."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(_like, inline="always")
+def _ov_like(a, v):
+    if a == types.float32:
+        return lambda a, v: np.float32(v)
+    if a == types.float64:
+        return lambda a, v: np.float64(v)
+
+
+def _pick(x, other):
+    """x, or other when x is None; resolved at compile time (njit only)."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(_pick, inline="always")
+def _ov_pick(x, other):
+    if isinstance(x, types.NoneType):
+        return lambda x, other: other
+    return lambda x, other: x
+
+
+_NAN = np.nan
+_INF = np.inf
+
+
+# ------------------------------------------------------------------------ rows: three-pass
+@njit(**_JIT)
+def _softmax_row(x, o, log):
+    """One row, three passes.  x is None: in place, the input is o."""
+    src = _pick(x, o)
+    n = o.shape[0]
+    m = src[0]
+    for j in range(1, n):
+        m = _fmax(m, src[j])
+    if log:
+        if not np.isfinite(m):
+            m = _like(m, 0.0)
+        s = 0.0
+        for j in range(n):
+            s = _radd(s, np.float64(fexp(src[j] - m)))
+        ls = _like(m, math.log(s))
+        for j in range(n):
+            o[j] = (src[j] - m) - ls
+    else:
+        if not np.isfinite(m):
+            for j in range(n):
+                o[j] = _NAN
+            return
+        s = 0.0
+        for j in range(n):
+            e = fexp(src[j] - m)
+            o[j] = e
+            s = _radd(s, np.float64(e))
+        inv = _like(m, 1.0 / s)
+        for j in range(n):
+            o[j] = o[j] * inv
+
+
+@njit(**_JIT)
+def _softmax_rows3(x, out, r0, r1, log):
+    for i in range(r0, r1):
+        if x is None:
+            _softmax_row(None, out[i], log)
+        else:
+            _softmax_row(x[i], out[i], log)
+
+
+# --------------------------------------------------------------------------- rows: online
+@njit(**_JIT)
+def _online_pass1(x, o, j0, j1, log, bm, bs):
+    """Block statistics of src[j0:j1] (j0 a multiple of _BLOCK): bm[b] = block max,
+    bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o unless log.
+    A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has bs = NaN."""
+    src = _pick(x, o)
+    b = j0 // _BLOCK
+    for a in range(j0, j1, _BLOCK):
+        e_ = min(a + _BLOCK, j1)
+        m = src[a]
+        for j in range(a + 1, e_):
+            m = _fmax(m, src[j])
+        bm[b] = m
+        if m == -_INF:
+            bs[b] = 0.0
+            if not log:
+                for j in range(a, e_):
+                    o[j] = 0.0
+        elif not np.isfinite(m):
+            bs[b] = _NAN
+        else:
+            s = 0.0
+            if log:
+                for j in range(a, e_):
+                    s = _radd(s, np.float64(fexp(src[j] - m)))
+            else:
+                for j in range(a, e_):
+                    e = fexp(src[j] - m)
+                    o[j] = e
+                    s = _radd(s, np.float64(e))
+            bs[b] = s
+        b += 1
+
+
+@njit(**_JIT)
+def _merge_blocks(bm, bs):
+    """(m, s, ok) of the merged block statistics; ok is False when the row is not finite
+    (a NaN or +inf max, a NaN sum, or all -inf)."""
+    m = -_INF
+    for b in range(bm.shape[0]):
+        m = max(m, np.float64(bm[b]))
+    if not np.isfinite(m):
+        return m, _NAN, False
+    s = 0.0
+    for b in range(bm.shape[0]):
+        if bs[b] != 0.0:
+            s += bs[b] * math.exp(np.float64(bm[b]) - m)
+    return m, s, s == s
+
+
+@njit(**_JIT)
+def _online_pass2(x, o, j0, j1, log, bm, m, s):
+    """Second pass over src[j0:j1]: softmax scales each block by exp(bm - m) / s, log_softmax
+    writes (src - m) - log(s)."""
+    if log:
+        src = _pick(x, o)
+        mm = _like(o[j0], m)
+        ls = _like(o[j0], math.log(s))
+        for j in range(j0, j1):
+            o[j] = (src[j] - mm) - ls
+    else:
+        b = j0 // _BLOCK
+        for a in range(j0, j1, _BLOCK):
+            e_ = min(a + _BLOCK, j1)
+            c = _like(o[a], math.exp(np.float64(bm[b]) - m) / s)
+            for j in range(a, e_):
+                o[j] = o[j] * c
+            b += 1
+
+
+@njit(**_JIT)
+def _softmax_rows_online(x, out, r0, r1, log):
+    n = out.shape[1]
+    nb = (n + _BLOCK - 1) // _BLOCK
+    bm = np.empty(nb, out.dtype)
+    bs = np.empty(nb, np.float64)
+    for i in range(r0, r1):
+        if x is None:
+            _online_pass1(None, out[i], 0, n, log, bm, bs)
+        else:
+            _online_pass1(x[i], out[i], 0, n, log, bm, bs)
+        m, s, ok = _merge_blocks(bm, bs)
+        if not ok:  # rare: a non-finite row
+            if not log:     # softmax: the whole row is NaN (out may hold exps by now)
+                for j in range(n):
+                    out[i, j] = _NAN
+            elif x is None:  # log_softmax: pass 1 stored nothing, redo it in three passes
+                _softmax_row(None, out[i], log)
+            else:
+                _softmax_row(x[i], out[i], log)
+        elif x is None:
+            _online_pass2(None, out[i], 0, n, log, bm, m, s)
+        else:
+            _online_pass2(x[i], out[i], 0, n, log, bm, m, s)
+
+
+# ---------------------------------------------------------------------- rows: many short rows
+@njit(**_JIT)
+def _softmax_small(x, out, r0, r1, log):
+    """Rows of length n <= _SMALL_N: a group of R rows at once, one flat exp loop per group."""
+    src = _pick(x, out)
+    n = out.shape[1]
+    R = max(1, _SMALL_BLOCK // n)
+    t = np.empty(R * n, out.dtype)
+    e = np.empty(R * n, out.dtype)
+    for base in range(r0, r1, R):
+        rows = min(R, r1 - base)
+        for r in range(rows):
+            i = base + r
+            m = src[i, 0]
+            for j in range(1, n):
+                m = _fmax(m, src[i, j])
+            if log and not np.isfinite(m):
+                m = _like(m, 0.0)
+            # softmax with a non-finite m: every t below is NaN or an exp that sums to NaN
+            for j in range(n):
+                t[r * n + j] = src[i, j] - m
+        for k in range(rows * n):
+            e[k] = fexp(t[k])
+        for r in range(rows):
+            i = base + r
+            s = 0.0
+            for j in range(n):
+                s += np.float64(e[r * n + j])
+            if log:
+                ls = _like(t[0], math.log(s))
+                for j in range(n):
+                    out[i, j] = t[r * n + j] - ls
+            else:
+                inv = _like(t[0], 1.0 / s)
+                for j in range(n):
+                    out[i, j] = e[r * n + j] * inv
+
+
+# ------------------------------------------------------------------------------ inner > 1
+@njit(**_JIT)
+def _softmax_inner(x, out, o0, o1, k0, k1, log):
+    """(outer, n, inner) reduced along axis 1, vectorized along the inner axis [k0, k1)."""
+    src = _pick(x, out)
+    n = out.shape[1]
+    K = k1 - k0
+    m = np.empty(K, out.dtype)
+    s = np.empty(K, np.float64)
+    c = np.empty(K, out.dtype)
+    for o in range(o0, o1):
+        for k in range(K):
+            m[k] = src[o, 0, k0 + k]
+        for j in range(1, n):
+            for k in range(K):
+                m[k] = _fmax(m[k], src[o, j, k0 + k])
+        if log:
+            for k in range(K):
+                if not np.isfinite(m[k]):
+                    m[k] = 0.0
+        for k in range(K):
+            s[k] = 0.0
+        if log:
+            for j in range(n):
+                for k in range(K):
+                    s[k] += np.float64(fexp(src[o, j, k0 + k] - m[k]))
+            for k in range(K):
+                c[k] = math.log(s[k])
+            for j in range(n):
+                for k in range(K):
+                    out[o, j, k0 + k] = (src[o, j, k0 + k] - m[k]) - c[k]
+        else:
+            for j in range(n):
+                for k in range(K):
+                    ev = fexp(src[o, j, k0 + k] - m[k])
+                    out[o, j, k0 + k] = ev
+                    s[k] += np.float64(ev)
+            for k in range(K):
+                c[k] = 1.0 / s[k] if np.isfinite(m[k]) else _NAN
+            for j in range(n):
+                for k in range(K):
+                    out[o, j, k0 + k] = out[o, j, k0 + k] * c[k]
+
+
+# ------------------------------------------------------------------------------- logsumexp
+@njit(**_JIT)
+def _lse_finish(m, t, k, want_sign):
+    """scipy's shifted formula from the max m, the sum t of the non-max terms and the sum k of
+    the weights of the max terms: (r, sgn), r NaN when it cannot be used."""
+    if t != 0.0:
+        t = t / k
+    sgn = np.sign(t + 1.0) * np.sign(k)
+    if t < -1.0:
+        t = -t - 2.0
+    r = math.log1p(t) + math.log(abs(k)) + m
+    if not want_sign and sgn < 0:
+        r = _NAN
+    return r, sgn
+
+
+@njit(**_JIT)
+def _lse_direct(S, want_sign):
+    """The rare path: log|S|, sign(S) of S = sum b * exp(a)."""
+    if want_sign:
+        return math.log(abs(S)), np.sign(S)
+    if S < 0:
+        return _NAN, -1.0
+    return math.log(S), np.sign(S)
+
+
+@njit(**_JIT)
+def _lse_rows(x, b, out, sign, r0, r1):
+    """inner == 1: x, b (None or same shape) (rows, n); out, sign (None or) (rows,)."""
+    n = x.shape[1]
+    want_sign = sign is not None
+    for i in range(r0, r1):
+        # pass 1: max over the unmasked entries
+        if b is None:
+            m = x[i, 0]
+            for j in range(1, n):
+                m = _fmax(m, x[i, j])
+        else:
+            m = _like(x[i, 0], -_INF)
+            for j in range(n):
+                v = x[i, j]
+                if b[i, j] == 0:
+                    v = _like(v, -_INF)
+                m = _fmax(m, v)
+        r = _NAN
+        sgn = _NAN
+        if np.isfinite(m):
+            t = 0.0
+            k = 0.0
+            if b is None:
+                for j in range(n):
+                    v = x[i, j]
+                    ev = np.float64(fexp(v - m))
+                    t = _radd(t, ev if v != m else 0.0)
+                    k = _radd(k, 1.0 if v == m else 0.0)
+            else:
+                for j in range(n):
+                    v = x[i, j]
+                    bj = np.float64(b[i, j])
+                    ev = bj * np.float64(fexp(v - m))
+                    t = _radd(t, ev if (v != m and bj != 0.0) else 0.0)
+                    k = _radd(k, bj if v == m else 0.0)
+            r, sgn = _lse_finish(np.float64(m), t, k, want_sign)
+        if not np.isfinite(r):
+            S = 0.0
+            if b is None:
+                for j in range(n):
+                    S += math.exp(np.float64(x[i, j]))
+            else:
+                for j in range(n):
+                    S += np.float64(b[i, j]) * math.exp(np.float64(x[i, j]))
+            r, sgn = _lse_direct(S, want_sign)
+        out[i] = r
+        if sign is not None:
+            sign[i] = sgn
+
+
+@njit(**_JIT)
+def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
+    """inner > 1: x, b (outer, n, inner); out, sign (outer, inner); columns [k0, k1)."""
+    n = x.shape[1]
+    K = k1 - k0
+    want_sign = sign is not None
+    m = np.empty(K, x.dtype)
+    t = np.empty(K, np.float64)
+    kk = np.empty(K, np.float64)
+    for o in range(o0, o1):
+        for k in range(K):
+            m[k] = -_INF
+        if b is None:
+            for j in range(n):
+                for k in range(K):
+                    m[k] = _fmax(m[k], x[o, j, k0 + k])
+        else:
+            for j in range(n):
+                for k in range(K):
+                    v = x[o, j, k0 + k]
+                    if b[o, j, k0 + k] == 0:
+                        v = _like(v, -_INF)
+                    m[k] = _fmax(m[k], v)
+        for k in range(K):
+            t[k] = 0.0
+            kk[k] = 0.0
+        for j in range(n):
+            for k in range(K):
+                v = x[o, j, k0 + k]
+                mk = m[k]
+                if b is None:
+                    bj = 1.0
+                else:
+                    bj = np.float64(b[o, j, k0 + k])
+                ev = bj * np.float64(fexp(v - mk))
+                t[k] += ev if (v != mk and bj != 0.0) else 0.0
+                kk[k] += bj if v == mk else 0.0
+        for k in range(K):
+            r = _NAN
+            sgn = _NAN
+            mk = m[k]
+            if np.isfinite(mk):
+                r, sgn = _lse_finish(np.float64(mk), t[k], kk[k], want_sign)
+            if not np.isfinite(r):
+                S = 0.0
+                for j in range(n):
+                    if b is None:
+                        S += math.exp(np.float64(x[o, j, k0 + k]))
+                    else:
+                        S += np.float64(b[o, j, k0 + k]) * math.exp(np.float64(x[o, j, k0 + k]))
+                r, sgn = _lse_direct(S, want_sign)
+            out[o, k0 + k] = r
+            if sign is not None:
+                sign[o, k0 + k] = sgn
+
+
+# --------------------------------------------------------------------------- cross-entropy
+@njit(**_JIT)
+def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0, r1):
+    """Fused forward (+ backward when grad is not None) of cross-entropy over rows [r0, r1).
+
+    x None: the logits live in grad (gradient written in place).  Three passes over a row:
+    max; exp(x - m) (stored in grad) with the sums; the gradient.
+    """
+    src = _pick(x, grad)
+    C = src.shape[1]
+    eC = eps / C
+    sw = 0.0
+    if weight is None:
+        sw = np.float64(C)
+    else:
+        for j in range(C):
+            sw += np.float64(weight[j])
+    for i in range(r0, r1):
+        t = 0
+        if target is not None:
+            t = target[i]
+            if t == ignore_index:
+                loss[i] = 0.0
+                if grad is not None:
+                    for j in range(C):
+                        grad[i, j] = 0.0
+                continue
+        m = src[i, 0]
+        for j in range(1, C):
+            m = _fmax(m, src[i, j])
+        if not np.isfinite(m):
+            m = _like(m, 0.0)
+        m64 = np.float64(m)
+        s = 0.0
+        qx = 0.0     # sum_j q_j * (x_j - m)
+        Q = 0.0      # sum_j q_j
+        wt = 0.0
+        if target is not None:
+            wt = 1.0 if weight is None else np.float64(weight[t])
+            xt = np.float64(src[i, t])
+            sx = 0.0     # sum_j w_j * (x_j - m), only when smoothing
+            if grad is not None:
+                if eps > 0.0:
+                    for j in range(C):
+                        v = src[i, j]
+                        ev = fexp(v - m)
+                        grad[i, j] = ev
+                        s = _radd(s, np.float64(ev))
+                        wj = 1.0 if weight is None else np.float64(weight[j])
+                        sx = _radd(sx, wj * (np.float64(v) - m64))
+                else:
+                    for j in range(C):
+                        ev = fexp(src[i, j] - m)
+                        grad[i, j] = ev
+                        s = _radd(s, np.float64(ev))
+            else:
+                if eps > 0.0:
+                    for j in range(C):
+                        v = src[i, j]
+                        s = _radd(s, np.float64(fexp(v - m)))
+                        wj = 1.0 if weight is None else np.float64(weight[j])
+                        sx = _radd(sx, wj * (np.float64(v) - m64))
+                else:
+                    for j in range(C):
+                        s = _radd(s, np.float64(fexp(src[i, j] - m)))
+            Q = (1.0 - eps) * wt + eC * sw
+            qx = (1.0 - eps) * wt * (xt - m64)
+            if eps > 0.0:
+                qx += eC * sx
+        if probs is not None:
+            for j in range(C):
+                v = src[i, j]
+                ev = fexp(v - m)
+                if grad is not None:
+                    grad[i, j] = ev
+                s = _radd(s, np.float64(ev))
+                wj = 1.0 if weight is None else np.float64(weight[j])
+                q = wj * ((1.0 - eps) * np.float64(probs[i, j]) + eC)
+                Q = _radd(Q, q)
+                qx = _radd(qx, q * (np.float64(v) - m64))
+        loss[i] = Q * math.log(s) - qx
+        if grad is not None:
+            c = _like(m, Q / s * scale)
+            if target is not None:
+                et = np.float64(grad[i, t])
+                if weight is None:
+                    g0 = _like(m, scale * eC)
+                    for j in range(C):
+                        grad[i, j] = grad[i, j] * c - g0
+                else:
+                    for j in range(C):
+                        grad[i, j] = grad[i, j] * c - _like(m, scale * eC * np.float64(weight[j]))
+                qt = (1.0 - eps) * wt + eC * wt
+                grad[i, t] = scale * (et * (Q / s) - qt)
+            if probs is not None:
+                for j in range(C):
+                    wj = 1.0 if weight is None else np.float64(weight[j])
+                    q = wj * ((1.0 - eps) * np.float64(probs[i, j]) + eC)
+                    grad[i, j] = grad[i, j] * c - _like(m, scale * q)
+
+
+# ---------------------------------------------------------------------------------- threads
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _get_pool(n):
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastsoftmax-numba")
+            _pool_size = n
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def _nthreads_for(work, nthreads, parts):
+    """How many threads ``work`` elements split into at most ``parts`` pieces are worth."""
+    nt = min(int(nthreads), int(parts), max(1, int(work // _MIN_WORK)))
+    return max(1, nt)
+
+
+def _bounds(lo, hi, nt, align=1):
+    """nt + 1 split points of [lo, hi), multiples of ``align`` (except hi)."""
+    step = -(-(hi - lo) // nt)
+    step = -(-step // align) * align
+    return [min(hi, lo + i * step) for i in range(nt)] + [hi]
+
+
+def _run(tasks):
+    """Run the zero-argument callables ``tasks``: the first on this thread, the rest on the pool."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    pool = _get_pool(len(tasks) - 1)
+    futs = [pool.submit(t) for t in tasks[1:]]
+    res = [tasks[0]()]
+    res.extend(f.result() for f in futs)
+    return res
+
+
+def _split_rows(kern, rows, work, nthreads, args_before, args_after):
+    """kern(*args_before, r0, r1, *args_after) over [0, rows) split across threads."""
+    nt = _nthreads_for(work, nthreads, rows)
+    if nt == 1:
+        kern(*args_before, 0, rows, *args_after)
+        return
+    b = _bounds(0, rows, nt)
+    _run([(lambda r0=b[i], r1=b[i + 1]: kern(*args_before, r0, r1, *args_after))
+          for i in range(nt) if b[i] < b[i + 1]])
+
+
+def _split_inner(kern, outer, inner, work, nthreads, head, tail):
+    """kern(*head, o0, o1, k0, k1, *tail): threads split outer, or inner when outer is small."""
+    nt = _nthreads_for(work, nthreads, max(outer, inner))
+    if nt == 1:
+        kern(*head, 0, outer, 0, inner, *tail)
+        return
+    if outer >= nt:
+        b = _bounds(0, outer, nt)
+        tasks = [(lambda o0=b[i], o1=b[i + 1]: kern(*head, o0, o1, 0, inner, *tail))
+                 for i in range(nt) if b[i] < b[i + 1]]
+    else:
+        b = _bounds(0, inner, nt, align=16)
+        tasks = [(lambda k0=b[i], k1=b[i + 1]: kern(*head, 0, outer, k0, k1, *tail))
+                 for i in range(nt) if b[i] < b[i + 1]]
+    _run(tasks)
+
+
+def _same(a, b):
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+# ------------------------------------------------------------------------- the contract
+def softmax(x, out, log, method, nthreads):
+    outer, n, inner = x.shape
+    log = bool(log)
+    src = None if _same(x, out) else x
+    work = outer * n * inner
+    if inner != 1:
+        _split_inner(_softmax_inner, outer, inner, work, nthreads, (src, out), (log,))
+        return
+    x2 = None if src is None else src.reshape(outer, n)
+    o2 = out.reshape(outer, n)
+    if method == "auto":
+        method = "online" if n >= _ONLINE_N else "three_pass"
+    nt = _nthreads_for(work, nthreads, max(outer, n // _BLOCK))
+    if outer < nt and n >= 2 * _BLOCK:
+        _softmax_long_rows_threaded(x2, o2, log, nt)
+        return
+    if n <= _SMALL_N and method == "three_pass":
+        kern = _softmax_small
+    elif method == "online":
+        kern = _softmax_rows_online
+    else:
+        kern = _softmax_rows3
+    _split_rows(kern, outer, work, nthreads, (x2, o2), (log,))
+
+
+def _softmax_long_rows_threaded(x2, o2, log, nt):
+    """Few long rows, several threads: each row's blocks split over the threads (online)."""
+    rows, n = o2.shape
+    nb = -(-n // _BLOCK)
+    bm = np.empty(nb, o2.dtype)
+    bs = np.empty(nb, np.float64)
+    b = _bounds(0, n, nt, align=_BLOCK)
+    for i in range(rows):
+        xi = None if x2 is None else x2[i]
+        oi = o2[i]
+        _run([(lambda j0=b[t], j1=b[t + 1]: _online_pass1(xi, oi, j0, j1, log, bm, bs))
+              for t in range(nt) if b[t] < b[t + 1]])
+        m, s, ok = _merge_blocks(bm, bs)
+        if not ok:  # a non-finite row: softmax all NaN, log_softmax in three passes
+            if log:
+                _softmax_row(xi, oi, log)
+            else:
+                oi.fill(np.nan)
+            continue
+        _run([(lambda j0=b[t], j1=b[t + 1]: _online_pass2(xi, oi, j0, j1, log, bm, m, s))
+              for t in range(nt) if b[t] < b[t + 1]])
+
+
+def logsumexp(x, b, out, sign, nthreads):
+    outer, n, inner = x.shape
+    work = outer * n * inner
+    if inner == 1:
+        x2 = x.reshape(outer, n)
+        b2 = None if b is None else b.reshape(outer, n)
+        s1 = None if sign is None else sign.reshape(outer)
+        _split_rows(_lse_rows, outer, work, nthreads, (x2, b2, out.reshape(outer), s1), ())
+        return
+    _split_inner(_lse_inner, outer, inner, work, nthreads, (x, b, out, sign), ())
+
+
+def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale, loss, grad,
+                  nthreads):
+    N, C = logits.shape
+    src = None if (grad is not None and _same(logits, grad)) else logits
+    _split_rows(_ce_rows, N, N * C * (2 if grad is not None else 1), nthreads,
+                (src, target, probs, weight, int(ignore_index), float(smoothing), float(scale),
+                 loss, grad), ())
+
+
+def exp(x, out):
+    exp_array(x, out)
+
+
+def log(x, out):
+    log_array(x, out)
