@@ -48,7 +48,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_exp import exp_array, fexp, flog, log_array
+from ._numba_exp import exp_array, fexpd, log_array
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
@@ -132,7 +132,7 @@ def _softmax_row(x, o, log):
             m = _like(m, 0.0)
         s = 0.0
         for j in range(n):
-            s = _radd(s, np.float64(fexp(src[j] - m)))
+            s = _radd(s, np.float64(fexpd(src[j], m)))
         ls = _like(m, math.log(s))
         for j in range(n):
             o[j] = (src[j] - m) - ls
@@ -143,7 +143,7 @@ def _softmax_row(x, o, log):
             return
         s = 0.0
         for j in range(n):
-            e = fexp(src[j] - m)
+            e = fexpd(src[j], m)
             o[j] = e
             s = _radd(s, np.float64(e))
         inv = _like(m, 1.0 / s)
@@ -185,10 +185,10 @@ def _online_pass1(x, o, j0, j1, log, bm, bs):
             s = 0.0
             if log:
                 for j in range(a, e_):
-                    s = _radd(s, np.float64(fexp(src[j] - m)))
+                    s = _radd(s, np.float64(fexpd(src[j], m)))
             else:
                 for j in range(a, e_):
-                    e = fexp(src[j] - m)
+                    e = fexpd(src[j], m)
                     o[j] = e
                     s = _radd(s, np.float64(e))
             bs[b] = s
@@ -264,7 +264,8 @@ def _softmax_small(x, out, r0, r1, log):
     src = _pick(x, out)
     n = out.shape[1]
     R = max(1, _SMALL_BLOCK // n)
-    t = np.empty(R * n, out.dtype)
+    sf = src.reshape(src.size)
+    mr = np.empty(R * n, out.dtype)     # each row's max, repeated along the row
     e = np.empty(R * n, out.dtype)
     for base in range(r0, r1, R):
         rows = min(R, r1 - base)
@@ -275,22 +276,24 @@ def _softmax_small(x, out, r0, r1, log):
                 m = _fmax(m, src[i, j])
             if log and not np.isfinite(m):
                 m = _like(m, 0.0)
-            # softmax with a non-finite m: every t below is NaN or an exp that sums to NaN
+            # softmax with a non-finite m: the exps below hold a NaN or sum to NaN
             for j in range(n):
-                t[r * n + j] = src[i, j] - m
+                mr[r * n + j] = m
+        f0 = base * n
         for k in range(rows * n):
-            e[k] = fexp(t[k])
+            e[k] = fexpd(sf[f0 + k], mr[k])
         for r in range(rows):
             i = base + r
             s = 0.0
             for j in range(n):
                 s += np.float64(e[r * n + j])
             if log:
-                ls = _like(t[0], math.log(s))
+                m = mr[r * n]
+                ls = _like(m, math.log(s))
                 for j in range(n):
-                    out[i, j] = t[r * n + j] - ls
+                    out[i, j] = (src[i, j] - m) - ls
             else:
-                inv = _like(t[0], 1.0 / s)
+                inv = _like(mr[0], 1.0 / s)
                 for j in range(n):
                     out[i, j] = e[r * n + j] * inv
 
@@ -320,7 +323,7 @@ def _softmax_inner(x, out, o0, o1, k0, k1, log):
         if log:
             for j in range(n):
                 for k in range(K):
-                    s[k] += np.float64(fexp(src[o, j, k0 + k] - m[k]))
+                    s[k] += np.float64(fexpd(src[o, j, k0 + k], m[k]))
             for k in range(K):
                 c[k] = math.log(s[k])
             for j in range(n):
@@ -329,7 +332,7 @@ def _softmax_inner(x, out, o0, o1, k0, k1, log):
         else:
             for j in range(n):
                 for k in range(K):
-                    ev = fexp(src[o, j, k0 + k] - m[k])
+                    ev = fexpd(src[o, j, k0 + k], m[k])
                     out[o, j, k0 + k] = ev
                     s[k] += np.float64(ev)
             for k in range(K):
@@ -391,14 +394,14 @@ def _lse_rows(x, b, out, sign, r0, r1):
             if b is None:
                 for j in range(n):
                     v = x[i, j]
-                    ev = np.float64(fexp(v - m))
+                    ev = np.float64(fexpd(v, m))
                     t = _radd(t, ev if v != m else 0.0)
                     k = _radd(k, 1.0 if v == m else 0.0)
             else:
                 for j in range(n):
                     v = x[i, j]
                     bj = np.float64(b[i, j])
-                    ev = bj * np.float64(fexp(v - m))
+                    ev = bj * np.float64(fexpd(v, m))
                     t = _radd(t, ev if (v != m and bj != 0.0) else 0.0)
                     k = _radd(k, bj if v == m else 0.0)
             r, sgn = _lse_finish(np.float64(m), t, k, want_sign)
@@ -450,7 +453,7 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
                     bj = 1.0
                 else:
                     bj = np.float64(b[o, j, k0 + k])
-                ev = bj * np.float64(fexp(v - mk))
+                ev = bj * np.float64(fexpd(v, mk))
                 t[k] += ev if (v != mk and bj != 0.0) else 0.0
                 kk[k] += bj if v == mk else 0.0
         for k in range(K):
@@ -517,26 +520,26 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
                 if eps > 0.0:
                     for j in range(C):
                         v = src[i, j]
-                        ev = fexp(v - m)
+                        ev = fexpd(v, m)
                         grad[i, j] = ev
                         s = _radd(s, np.float64(ev))
                         wj = 1.0 if weight is None else np.float64(weight[j])
                         sx = _radd(sx, wj * (np.float64(v) - m64))
                 else:
                     for j in range(C):
-                        ev = fexp(src[i, j] - m)
+                        ev = fexpd(src[i, j], m)
                         grad[i, j] = ev
                         s = _radd(s, np.float64(ev))
             else:
                 if eps > 0.0:
                     for j in range(C):
                         v = src[i, j]
-                        s = _radd(s, np.float64(fexp(v - m)))
+                        s = _radd(s, np.float64(fexpd(v, m)))
                         wj = 1.0 if weight is None else np.float64(weight[j])
                         sx = _radd(sx, wj * (np.float64(v) - m64))
                 else:
                     for j in range(C):
-                        s = _radd(s, np.float64(fexp(src[i, j] - m)))
+                        s = _radd(s, np.float64(fexpd(src[i, j], m)))
             Q = (1.0 - eps) * wt + eC * sw
             qx = (1.0 - eps) * wt * (xt - m64)
             if eps > 0.0:
@@ -544,7 +547,7 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
         if probs is not None:
             for j in range(C):
                 v = src[i, j]
-                ev = fexp(v - m)
+                ev = fexpd(v, m)
                 if grad is not None:
                     grad[i, j] = ev
                 s = _radd(s, np.float64(ev))
