@@ -1,0 +1,521 @@
+"""The ``fastsoftmax`` command: ``bench``, ``info`` and ``tune``.
+
+Exit codes: 0 success, 2 usage error (argparse), 1 runtime failure (with a message on stderr).
+The measuring lives in ``_bench`` (cases, peers, round-robin timing) and ``_tune`` (size classes,
+the per-user table); this module parses arguments and prints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+PROG = "fastsoftmax"
+
+
+class UsageError(Exception):
+    """A bad combination of arguments found after parsing (exit code 2)."""
+
+
+class Progress:
+    """A plain-text progress bar on stderr (one line per step when stderr is not a terminal)."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        """Announce the step that starts now."""
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * self.done / self.total)
+        bar = "#" * filled + "." * (width - filled)
+        el = time.perf_counter() - self.t0
+        eta = f" eta {el / self.done * (self.total - self.done):4.0f}s" if self.done else ""
+        line = f"[{bar}] {self.done + 1}/{self.total} {label}{eta}"
+        if self.tty:
+            self.stream.write("\r" + line[:119].ljust(119))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.done += 1
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\r" + " " * 119 + "\r")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------------- parsing
+def _csv(kind):
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {kind} list")
+        return items
+    return parse
+
+
+def _threads(text):
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads must be integers like 1,2; got {text!r}")
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"threads must be positive integers; got {text!r}")
+    return vals
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}")
+    if not v > 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
+
+
+def _flatten(lists):
+    return None if lists is None else [x for sub in lists for x in sub]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="fastsoftmax: compiled softmax, log_softmax, logsumexp and cross-entropy. "
+                    "Benchmark it against NumPy/SciPy/PyTorch, show what runs here, tune "
+                    "the dispatcher.")
+    sub = p.add_subparsers(dest="command", metavar="{bench,info,tune}")
+
+    b = sub.add_parser(
+        "bench", help="measure throughput and speedups against NumPy, SciPy and peers",
+        description="Measure fastsoftmax against NumPy/SciPy and the installed peers "
+                    "(PyTorch CPU, JAX), round-robin in one process; print a table of medians, "
+                    "throughput and speedups.  Default: a float32, one-thread subset (< 1 min).")
+    b.add_argument("--full", action="store_true",
+                   help="every op x shape, float32 and float64, 1 and 2 threads")
+    b.add_argument("--op", action="append", type=_csv("op"), metavar="OP[,OP]",
+                   help="only these ops (softmax, log_softmax, logsumexp, cross_entropy, "
+                        "cross_entropy_grad, softmax_out)")
+    b.add_argument("--dtype", action="append", type=_csv("dtype"), metavar="DTYPE[,DTYPE]",
+                   help="float32 and/or float64")
+    b.add_argument("--backend", action="append", type=_csv("backend"), metavar="NAME[,NAME]",
+                   help="our backends to measure: numba, cython, numpy, auto "
+                        "(default: every available compiled backend)")
+    b.add_argument("--shape", action="append", type=_csv("shape"), metavar="SHAPE[,SHAPE]",
+                   help="named shapes (4096x1000, 256x32000, 32x50257, 1x4000000, 200000x10, "
+                        "256MB) or dims like 1000x100")
+    b.add_argument("--peer", action="append", type=_csv("peer"), metavar="PEER[,PEER]",
+                   help="peers to compare with: numpy, scipy, torch, jax, copyto, or none "
+                        "(default: all installed)")
+    b.add_argument("--method", choices=("auto", "three_pass", "online", "all"), default="auto",
+                   help="softmax method of our contenders; 'all' measures each")
+    b.add_argument("--threads", type=_threads, metavar="N[,N]",
+                   help="thread budgets, e.g. 1,2 (default 1; --full: 1,2)")
+    b.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="measuring time per case (default 0.4, --full 0.8)")
+    b.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    b.add_argument("--json", metavar="FILE", help="write the results as JSON (schema in "
+                                                  "docs/benchmarks.md)")
+    b.add_argument("--plot", metavar="FILE.png", help="draw the speedups (needs matplotlib)")
+    b.add_argument("--list", action="store_true", help="list the cases and exit")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    b.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tiny shapes: tests
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("info", help="version, backends, SIMD path, threads, library versions",
+                       description="What fastsoftmax can run here and why a backend cannot.")
+    i.add_argument("--json", action="store_true", help="print the information as JSON")
+    i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser(
+        "tune", help="measure every backend and method per size class; 'auto' uses the winners",
+        description="Measure every available compiled backend and method per op x dtype x size "
+                    "class on this machine and store the winners in the per-user tuning file "
+                    "($FASTSOFTMAX_TUNE_FILE, $XDG_CACHE_HOME/fastsoftmax/tune.json or "
+                    "~/.cache/fastsoftmax/tune.json); backend='auto' uses them from then on.")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--show", action="store_true", help="print the table in force and exit")
+    g.add_argument("--reset", action="store_true", help="delete the tuning file and exit")
+    t.add_argument("--op", action="append", type=_csv("op"), metavar="OP[,OP]",
+                   help="only these ops (softmax, log_softmax, logsumexp, cross_entropy)")
+    t.add_argument("--dtype", action="append", type=_csv("dtype"), metavar="DTYPE[,DTYPE]")
+    t.add_argument("--threads", type=_threads, metavar="N[,N]",
+                   help="thread budgets to tune for (default: the current budget)")
+    t.add_argument("--budget", type=_positive_float, default=0.08, metavar="SECONDS",
+                   help="measuring time per class (default 0.08)")
+    t.add_argument("--file", metavar="FILE", help="tuning file to use (default: as above)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    t.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_tune)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: choose a command: bench, info or tune", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `fastsoftmax bench | head`: the reader left, not a failure
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# ----------------------------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    from . import _bench, _tune
+
+    env = _bench.environment()
+    path = _tune.tune_path()
+    doc, why = _tune.read_file(path)
+    env["tune_file"] = {"path": path, "exists": os.path.exists(path),
+                        "usable": doc is not None and why is None, "problem": why,
+                        "entries": len(doc["entries"]) if doc and why is None else 0}
+    if args.json:
+        print(json.dumps(env, indent=1, sort_keys=True))
+        return 0
+    v = env["versions"]
+    print(f"fastsoftmax {v['fastsoftmax']}")
+    print(f"backends (auto order): {', '.join(env['available_backends'])}")
+    for name, b in env["backends"].items():
+        if not b["available"]:
+            print(f"  {name:7s} unavailable: {b.get('reason', '?')}")
+            continue
+        if name == "cython":
+            detail = (f"C extension; SIMD path in use: {env['simd']['cython']} "
+                      f"(this CPU can run: {', '.join(b.get('isa_paths', []))}; "
+                      "FASTSOFTMAX_ISA forces a lower one)")
+        elif name == "numba":
+            nt = env["simd"]["numba"] or {}
+            feats = " ".join(nt.get("features", []))
+            detail = (f"numba {b.get('version')}; LLVM targets {nt.get('cpu', '?')}"
+                      + (f" ({feats})" if feats else ""))
+        else:
+            detail = "NumPy reference (oracle and fallback)"
+        print(f"  {name:7s} available: {detail}")
+    print(f"default backend: {_default_backend()}")
+    print(f"threads: {env['threads']} (FASTSOFTMAX_NUM_THREADS or set_num_threads)")
+    tf = env["tune_file"]
+    if tf["usable"]:
+        tune_line = f"{path} ({tf['entries']} entries)"
+    elif tf["exists"]:
+        tune_line = f"built-in table; {path} is ignored: {tf['problem']}"
+    else:
+        tune_line = f"built-in table ({len(_tune.BUILTIN)} entries); no {path}"
+    print(f"dispatch table: {tune_line}")
+    m = env["machine"]
+    print(f"CPU: {m['cpu']} ({m['arch']}), {m['cores']} cores available; "
+          f"SIMD: {' '.join(m['simd_flags']) or 'none detected'}")
+    libs = [f"python {v['python']}", f"numpy {v['numpy']}"]
+    missing = []
+    for lib in ("scipy", "numba", "llvmlite", "torch", "jax", "matplotlib"):
+        (libs if v[lib] else missing).append(f"{lib} {v[lib]}" if v[lib] else lib)
+    print(f"versions: {', '.join(libs)}" + (f" (not installed: {', '.join(missing)})"
+                                            if missing else ""))
+    return 0
+
+
+def _default_backend() -> str:
+    from . import _dispatch
+
+    try:
+        return _dispatch.requested()
+    except ValueError as exc:
+        return f"invalid ({exc})"
+
+
+# ---------------------------------------------------------------------------------- bench
+def _check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib, which is not installed here "
+                           "(pip install matplotlib, or pip install 'fastsoftmax[plot]')") from None
+
+
+def cmd_bench(args) -> int:
+    from . import _bench, _dispatch
+
+    ops = _flatten(args.op)
+    dtypes = _flatten(args.dtype)
+    shapes = _flatten(args.shape)
+    try:
+        cases = _bench.select_cases(full=args.full, quick=args.quick, ops=ops, dtypes=dtypes,
+                                    shapes=shapes, threads=args.threads)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not cases:
+        raise UsageError("no case matches these filters (the 256MB shape is float32 only)")
+    peers = _flatten(args.peer)
+    if peers is None:
+        peers = list(_bench.PEERS)
+    elif peers == ["none"]:
+        peers = []
+    else:
+        bad = [p for p in peers if p not in _bench.PEERS]
+        if bad:
+            raise UsageError(f"unknown peer {bad[0]!r}: choose from "
+                             f"{', '.join(_bench.PEERS)} or none")
+    backends = _flatten(args.backend)
+    avail = _dispatch.available_backends()
+    if backends is None:
+        backends = [b for b in avail if b != "numpy"] or ["numpy"]
+    else:
+        for b in backends:
+            if b not in _dispatch.BACKENDS + ("auto",):
+                raise UsageError(f"unknown backend {b!r}: choose from "
+                                 f"{', '.join(_dispatch.BACKENDS + ('auto',))}")
+        for b in backends:
+            if b != "auto" and b not in avail:
+                _dispatch.load(b)  # raises BackendUnavailableError with the reason
+    methods = ("three_pass", "online") if args.method == "all" else (args.method,)
+    if args.list:
+        for c in cases:
+            cons, skipped = _bench.contenders(c.op, backends, methods=methods, peers=peers)
+            extra = f"  (skipped: {', '.join(skipped)})" if skipped else ""
+            print(f"{c.id:40s} {', '.join(x.name for x in cons)}{extra}")
+        return 0
+    if args.plot:
+        _check_plot_available()
+    budget = args.budget or (0.8 if args.full else 0.4)
+    t_start = time.time()
+    doc = {
+        "schema": _bench.SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+        "command": " ".join([PROG] + args.argv),
+        "environment": _bench.environment(),
+        "settings": {"budget_s": budget, "backends": backends, "methods": list(methods),
+                     "peers": peers, "quick": bool(args.quick), "full": bool(args.full),
+                     "seed": args.seed},
+        "cases": [],
+    }
+    prog = Progress(len(cases), enabled=not args.no_progress)
+    try:
+        for c in cases:
+            prog.step(c.id)
+            doc["cases"].append(_bench.run_case(c, backends, methods=methods, peers=peers,
+                                                budget_s=budget, seed=args.seed))
+    finally:
+        prog.close()
+    doc["elapsed_s"] = round(time.time() - t_start, 2)
+    print(format_table(doc))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+            fh.write("\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(doc, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _fmt_t(s: float) -> str:
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= f:
+            return f"{s / f:.3g}{unit}"
+    return f"{s * 1e9:.3g}ns"
+
+
+def _fmt_x(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
+
+
+def format_table(doc: dict) -> str:
+    """The results as a text table: one block per case, one line per contender."""
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    head = (f"{'case':38s} {'contender':27s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
+            + " ".join(f"{'vs ' + p:>9s}" for p in peers))
+    lines = [head, "-" * len(head)]
+    problems = []
+    for c in doc["cases"]:
+        label = f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}"
+        for k, r in enumerate(c["results"]):
+            sp = " ".join(f"{_fmt_x(r['speedup'].get(p)):>9s}" for p in peers)
+            flag = ""
+            chk = r.get("check")
+            if chk and not chk["ok"]:
+                flag = "  MISMATCH"
+                problems.append(f"{c['id']}: {r['contender']} differs from the NumPy formula "
+                                f"(max relative error {chk['max_rel_err']:.3g})")
+            lines.append(f"{(label if k == 0 else ''):38s} {r['contender']:27s} "
+                         f"{_fmt_t(r['median_s']):>8s} {r['gelem_per_s']:8.3f} "
+                         f"{r['gb_per_s']:7.2f} {sp}{flag}")
+        for name, err in c["errors"].items():
+            problems.append(f"{c['id']}: {name} failed: {err}")
+    skipped = sorted({f"{p} ({why})" for c in doc["cases"] for p, why in c["skipped"].items()})
+    lines.append("")
+    lines.append("time: median per call; vs X: median over repetitions of t_X / t_this "
+                 "(> 1: faster than X); GB/s: bytes read + written per second.")
+    summ = summary(doc)
+    if summ:
+        lines.append("geometric mean speedup of the best fastsoftmax contender per case: "
+                     + ", ".join(f"vs {p} {v:.2f}x ({n} cases)" for p, (v, n) in summ.items()))
+    if skipped:
+        lines.append("peers skipped: " + "; ".join(skipped))
+    lines += [f"WARNING: {p}" for p in problems]
+    env = doc["environment"]
+    lines.append(f"{env['machine']['cpu']}, {env['machine']['cores']} cores; "
+                 f"fastsoftmax {env['versions']['fastsoftmax']}, "
+                 f"numpy {env['versions']['numpy']}, torch {env['versions']['torch']}; "
+                 f"{doc.get('elapsed_s', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def summary(doc: dict) -> dict:
+    """peer -> (geometric mean over cases of the best ours-vs-peer speedup, number of cases)."""
+    acc: dict = {}
+    for c in doc["cases"]:
+        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
+        if not ours:
+            continue
+        best = min(ours, key=lambda r: r["median_s"])
+        for p, v in best["speedup"].items():
+            if v > 0:
+                acc.setdefault(p, []).append(math.log(v))
+    return {p: (math.exp(sum(v) / len(v)), len(v)) for p, v in acc.items()}
+
+
+def plot(doc: dict, path: str) -> None:
+    """Horizontal bars: speedup of the best fastsoftmax contender per case against each peer."""
+    _check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for c in doc["cases"]:
+        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
+        if ours:
+            best = min(ours, key=lambda r: r["median_s"])
+            rows.append((f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}\n"
+                         f"{best['contender']}", best["speedup"]))
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(p in sp for _, sp in rows)]
+    if not rows or not peers:
+        raise RuntimeError("nothing to plot: no case has both a fastsoftmax result and a peer")
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) * max(1, len(peers) / 2) + 1.5))
+    h = 0.8 / len(peers)
+    for k, p in enumerate(peers):
+        ys = [i + k * h for i in range(len(rows))]
+        vals = [sp.get(p, float("nan")) for _, sp in rows]
+        ax.barh(ys, vals, height=h, label=f"vs {p}")
+    ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
+    ax.set_yticklabels([lab for lab, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("speedup (t_peer / t_fastsoftmax, median of paired repetitions)")
+    m = doc["environment"]["machine"]
+    ax.set_title(f"fastsoftmax {doc['environment']['versions']['fastsoftmax']} on {m['cpu']}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------- tune
+def cmd_tune(args) -> int:
+    from . import _tune
+
+    path = args.file or _tune.tune_path()
+    if args.file:
+        os.environ["FASTSOFTMAX_TUNE_FILE"] = args.file  # this process, for --show/choose
+    if args.reset:
+        if _tune.reset_file(path):
+            print(f"removed {path}; 'auto' uses the built-in table again")
+        else:
+            print(f"no tuning file at {path}; nothing to remove")
+        return 0
+    if args.show:
+        print(show_table(path))
+        return 0
+    ops = _flatten(args.op)
+    dtypes = _flatten(args.dtype)
+    for o in ops or ():
+        if o not in _tune.OPS:
+            raise UsageError(f"unknown op {o!r}: tune measures {', '.join(_tune.OPS)}")
+    for d in dtypes or ():
+        if d not in _tune.DTYPES:
+            raise UsageError(f"unknown dtype {d!r}: choose float32 or float64")
+    plan = _tune.plan(ops=ops, dtypes=dtypes, threads=args.threads, quick=args.quick)
+    prog = Progress(len(plan), enabled=not args.no_progress)
+    try:
+        entries = _tune.measure(plan, budget_s=args.budget, progress=prog.step)
+    finally:
+        prog.close()
+    _tune.write_file(path, entries, {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "budget_s": args.budget, "quick": bool(args.quick),
+    })
+    print(show_table(path))
+    return 0
+
+
+def show_table(path: str) -> str:
+    from . import _tune
+
+    doc, why = _tune.read_file(path)
+    lines = []
+    if doc is None and why is None:
+        lines.append(f"no tuning file at {path}; 'auto' uses the built-in table "
+                     f"({len(_tune.BUILTIN)} entries)")
+        entries = {k: {"backend": v.split("/")[0], "method": v.split("/")[1]}
+                   for k, v in _tune.BUILTIN.items()}
+    elif why is not None:
+        lines.append(f"{path} is ignored: {why}")
+        lines.append(f"'auto' uses the built-in table ({len(_tune.BUILTIN)} entries)")
+        entries = {k: {"backend": v.split("/")[0], "method": v.split("/")[1]}
+                   for k, v in _tune.BUILTIN.items()}
+    else:
+        fp = doc["fingerprint"]
+        lines.append(f"tuning file {path}: {len(doc['entries'])} entries, measured "
+                     f"{doc.get('created', '?')} with fastsoftmax {fp['fastsoftmax']} on "
+                     f"{fp['cpu'].split('|')[0]}, backends {', '.join(fp['backends'])}")
+        entries = doc["entries"]
+    if entries:
+        lines.append(f"{'op':13s} {'dtype':8s} {'size class':28s} {'thr':4s} "
+                     f"{'winner':22s} {'margin':>7s}")
+        for key in sorted(entries):
+            op, dt, cls, tc = key.split("|")
+            e = entries[key]
+            win = f"{e['backend']}/{e['method']}"
+            margin = e.get("margin")
+            ms = f"{margin:.2f}x" if isinstance(margin, (int, float)) else ""
+            lines.append(f"{op:13s} {dt:8s} {cls:28s} {tc:4s} {win:22s} {ms:>7s}")
+        lines.append("margin: how much slower the runner-up is (median of paired ratios)")
+    return "\n".join(lines)
