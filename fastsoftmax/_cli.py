@@ -192,9 +192,13 @@ def main(argv=None) -> int:
 
 # ----------------------------------------------------------------------------------- info
 def cmd_info(args) -> int:
+    import warnings
+
     from . import _bench, _tune
 
-    env = _bench.environment()
+    with warnings.catch_warnings():  # a bad tuning file is reported below, not as a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        env = _bench.environment()
     path = _tune.tune_path()
     doc, why = _tune.read_file(path)
     env["tune_file"] = {"path": path, "exists": os.path.exists(path),
@@ -453,8 +457,6 @@ def cmd_tune(args) -> int:
     from . import _tune
 
     path = args.file or _tune.tune_path()
-    if args.file:
-        os.environ["FASTSOFTMAX_TUNE_FILE"] = args.file  # this process, for --show/choose
     if args.reset:
         if _tune.reset_file(path):
             print(f"removed {path}; 'auto' uses the built-in table again")
