@@ -1,0 +1,811 @@
+/* fsm_kernels_body.h -- the kernels for one float type FT (included by fsm_kernels_impl.c with
+ * FT = float, then FT = double; F(name) appends _f32 / _f64, EXP / LOGT are fsm_math.h's).
+ *
+ * Design (names as in docs/DESIGN.md: m running max, s sum):
+ *   Accumulators are double for both dtypes (the float32 -> double widening is vectorized).
+ *   Rows (inner == 1):
+ *     three-pass  m = max x;  s = sum e, e = exp(x - m) stored into out;  out *= 1/s
+ *     online      per FSM_BLOCK block: bm = max(block); if bm > m: s *= exp(m - bm), m = bm;
+ *                 s += sum exp(x - m) over the block (still in L1); then one output pass
+ *                 out = exp(x - m) / s.  x is read twice from memory instead of out being
+ *                 written twice: better once a row no longer fits the L2 cache.
+ *     log_softmax out = (x - m) - log(s) after either stats pass.
+ *     small rows  (n <= FSM_SMALL_N): groups of rows; per-row max, then one vector exp over the
+ *                 whole group's contiguous (x - m), then per-row sums and scaling.
+ *     one long row with threads: each thread computes (m, s) of its block, the pairs are merged
+ *                 ((m1,s1)+(m2,s2) = (M, s1 e^(m1-M) + s2 e^(m2-M))), then the output pass is split.
+ *   inner > 1: tiles of FSM_TILE contiguous columns, accumulators m[], s[] per column, the loops
+ *     over the tile's columns vectorize.
+ *   A non-finite row max follows the contract: m := 0 (then NaN / inf propagate by themselves).
+ *   NaN is ignored by the max (comparisons are false) but reaches s through exp(NaN), which gives
+ *   the contract's all-NaN row.
+ */
+
+/* ================================================================ row primitives */
+
+static inline FT F(row_max)(const FT *x, int64_t n)
+{
+    FT m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* s = sum exp(x - m), out = exp(x - m) */
+static inline double F(row_expsum_store)(const FT *x, FT *out, int64_t n, FT m)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) {
+        FT e = EXP(x[i] - m);
+        out[i] = e;
+        s += (double)e;
+    }
+    return s;
+}
+
+static inline double F(row_expsum)(const FT *x, int64_t n, FT m)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)EXP(x[i] - m);
+    return s;
+}
+
+static inline void F(row_scale)(FT *y, int64_t n, FT c)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] * c;
+}
+
+static inline void F(row_exp_scale)(const FT *x, FT *y, int64_t n, FT m, FT c)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = EXP(x[i] - m) * c;
+}
+
+static inline void F(row_shift)(const FT *x, FT *y, int64_t n, FT m, FT ls)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) - ls;
+}
+
+static inline int F(finite)(FT v) { return v - v == 0; }
+
+/* online (m, s) of x[0:n); s is 0 and m is -inf for an empty or all -inf range.
+   *inf is set when a +inf is met (the caller then redoes the row with m = 0). */
+static void F(online_stats)(const FT *x, int64_t n, FT *pm, double *ps, int *pinf)
+{
+    FT m = -INFINITY;
+    double s = 0.0;
+    for (int64_t b0 = 0; b0 < n; b0 += FSM_BLOCK) {
+        int64_t len = n - b0 < FSM_BLOCK ? n - b0 : FSM_BLOCK;
+        const FT *xb = x + b0;
+        FT bm = F(row_max)(xb, len);
+        if (bm > m) {
+            if (FSM_UNLIKELY(bm == INFINITY)) { *pinf = 1; break; }
+            s *= fsm_exp_f64((double)m - (double)bm);
+            m = bm;
+        }
+        if (m != -INFINITY) s += F(row_expsum)(xb, len, m);
+    }
+    *pm = m;
+    *ps = s;
+}
+
+/* merge (m, s) pairs: s = sum s_i exp(m_i - M) */
+static void F(merge_stats)(const FT *ms, const double *ss, int k, FT *pm, double *ps)
+{
+    FT M = -INFINITY;
+    for (int i = 0; i < k; i++) M = ms[i] > M ? ms[i] : M;
+    double s = 0.0;
+    if (M != -INFINITY)
+        for (int i = 0; i < k; i++)
+            if (ms[i] != -INFINITY) s += ss[i] * fsm_exp_f64((double)ms[i] - (double)M);
+    *pm = M;
+    *ps = s;
+}
+
+/* ================================================================ softmax, rows */
+
+static void F(softmax_row_3pass)(const FT *x, FT *y, int64_t n, int log)
+{
+    FT m = F(row_max)(x, n);
+    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
+    if (!log) {
+        double s = F(row_expsum_store)(x, y, n, m);
+        F(row_scale)(y, n, (FT)(1.0 / s));
+    } else {
+        double s = F(row_expsum)(x, n, m);
+        F(row_shift)(x, y, n, m, (FT)fsm_log_f64(s));
+    }
+}
+
+static void F(softmax_row_online)(const FT *x, FT *y, int64_t n, int log)
+{
+    FT m;
+    double s;
+    int inf = 0;
+    F(online_stats)(x, n, &m, &s, &inf);
+    if (FSM_UNLIKELY(inf || !F(finite)(m))) {
+        m = 0;
+        s = F(row_expsum)(x, n, m);
+    }
+    if (!log)
+        F(row_exp_scale)(x, y, n, m, (FT)(1.0 / s));
+    else
+        F(row_shift)(x, y, n, m, (FT)fsm_log_f64(s));
+}
+
+/* rows [r0, r1) of length n <= FSM_SMALL_N, several at a time */
+static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, int64_t n, int log)
+{
+    FT t[FSM_GROUP], e[FSM_GROUP];
+    int64_t G = FSM_GROUP / n;
+    for (int64_t g0 = r0; g0 < r1; g0 += G) {
+        int64_t g = r1 - g0 < G ? r1 - g0 : G;
+        const FT *xg = x + g0 * n;
+        FT *yg = y + g0 * n;
+        int64_t len = g * n;
+        for (int64_t r = 0; r < g; r++) {
+            const FT *xr = xg + r * n;
+            FT m = xr[0];
+            for (int64_t j = 1; j < n; j++) m = xr[j] > m ? xr[j] : m;
+            if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
+            for (int64_t j = 0; j < n; j++) t[r * n + j] = xr[j] - m;
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) e[i] = EXP(t[i]);
+        for (int64_t r = 0; r < g; r++) {
+            double s = 0.0;
+            for (int64_t j = 0; j < n; j++) s += (double)e[r * n + j];
+            if (!log) {
+                FT c = (FT)(1.0 / s);
+                for (int64_t j = 0; j < n; j++) yg[r * n + j] = e[r * n + j] * c;
+            } else {
+                FT ls = (FT)fsm_log_f64(s);
+                for (int64_t j = 0; j < n; j++) yg[r * n + j] = t[r * n + j] - ls;
+            }
+        }
+    }
+}
+
+static inline int F(use_online)(int64_t n, int log, int method)
+{
+    if (method == FSM_METHOD_ONLINE) return 1;
+    if (method == FSM_METHOD_THREE_PASS) return 0;
+    (void)log;
+    return n * (int64_t)sizeof(FT) > 256 * 1024;   /* row larger than half the L2 */
+}
+
+static void F(softmax_rows)(const FT *x, FT *y, int64_t r0, int64_t r1, int64_t n, int log,
+                            int method)
+{
+    if (n <= FSM_SMALL_N && method == FSM_METHOD_AUTO) {
+        F(softmax_rows_small)(x, y, r0, r1, n, log);
+        return;
+    }
+    int online = F(use_online)(n, log, method);
+    for (int64_t r = r0; r < r1; r++) {
+        if (online)
+            F(softmax_row_online)(x + r * n, y + r * n, n, log);
+        else
+            F(softmax_row_3pass)(x + r * n, y + r * n, n, log);
+    }
+}
+
+/* ================================================================ softmax, inner > 1 */
+
+/* slab o (n x inner), columns [c0, c1), c1 - c0 <= FSM_TILE */
+static void F(softmax_tile)(const FT *x, FT *y, int64_t n, int64_t inner, int64_t c0, int64_t c1,
+                            int log)
+{
+    FT m[FSM_TILE];
+    double s[FSM_TILE];
+    int64_t w = c1 - c0;
+    for (int64_t c = 0; c < w; c++) { m[c] = -INFINITY; s[c] = 0.0; }
+    for (int64_t j = 0; j < n; j++) {
+        const FT *xr = x + j * inner + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) m[c] = xr[c] > m[c] ? xr[c] : m[c];
+    }
+#pragma omp simd
+    for (int64_t c = 0; c < w; c++) m[c] = (m[c] - m[c] == 0) ? m[c] : (FT)0;
+    for (int64_t j = 0; j < n; j++) {
+        const FT *xr = x + j * inner + c0;
+        FT *yr = y + j * inner + c0;
+        if (!log) {
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) {
+                FT e = EXP(xr[c] - m[c]);
+                yr[c] = e;
+                s[c] += (double)e;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) s[c] += (double)EXP(xr[c] - m[c]);
+        }
+    }
+    FT k[FSM_TILE];
+    if (!log) {
+        for (int64_t c = 0; c < w; c++) k[c] = (FT)(1.0 / s[c]);
+        for (int64_t j = 0; j < n; j++) {
+            FT *yr = y + j * inner + c0;
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) yr[c] = yr[c] * k[c];
+        }
+    } else {
+        for (int64_t c = 0; c < w; c++) k[c] = (FT)fsm_log_f64(s[c]);
+        for (int64_t j = 0; j < n; j++) {
+            const FT *xr = x + j * inner + c0;
+            FT *yr = y + j * inner + c0;
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) yr[c] = (xr[c] - m[c]) - k[c];
+        }
+    }
+}
+
+/* ================================================================ softmax, driver */
+
+typedef struct {
+    const FT *x;
+    FT *y;
+    int64_t outer, n, inner;
+    int log, method;
+    /* one long row split over threads */
+    FT *ms;
+    double *ss;
+    int *infs;
+    FT m;
+    double s;
+} F(softmax_ctx);
+
+static void F(softmax_task_rows)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->outer, tid, nt, &lo, &hi);
+    F(softmax_rows)(c->x, c->y, lo, hi, c->n, c->log, c->method);
+}
+
+static void F(softmax_task_tiles)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t ntiles = (c->inner + FSM_TILE - 1) / FSM_TILE;
+    int64_t lo, hi;
+    fsm_split(c->outer * ntiles, tid, nt, &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t o = it / ntiles, c0 = (it % ntiles) * FSM_TILE;
+        int64_t c1 = c0 + FSM_TILE < c->inner ? c0 + FSM_TILE : c->inner;
+        const int64_t off = o * c->n * c->inner;
+        F(softmax_tile)(c->x + off, c->y + off, c->n, c->inner, c0, c1, c->log);
+    }
+}
+
+/* one long row: phase 1 stats per block, phase 2 output per block */
+static void F(softmax_task_long1)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    c->infs[tid] = 0;
+    F(online_stats)(c->x + lo, hi - lo, &c->ms[tid], &c->ss[tid], &c->infs[tid]);
+}
+
+static void F(softmax_task_long2)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    if (!c->log)
+        F(row_exp_scale)(c->x + lo, c->y + lo, hi - lo, c->m, (FT)(1.0 / c->s));
+    else
+        F(row_shift)(c->x + lo, c->y + lo, hi - lo, c->m, (FT)fsm_log_f64(c->s));
+}
+
+static void F(softmax_task_long_rare)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    c->ss[tid] = F(row_expsum)(c->x + lo, hi - lo, 0);
+}
+
+static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inner, int log,
+                       int method, int nthreads)
+{
+    F(softmax_ctx) c = {x, y, outer, n, inner, log, method, NULL, NULL, NULL, 0, 0.0};
+    int nt = fsm_pick_threads(outer * n * inner, nthreads);
+    if (inner > 1) {
+        fsm_parallel(F(softmax_task_tiles), &c, nt);
+        return;
+    }
+    if (outer >= nt || nt == 1) {
+        fsm_parallel(F(softmax_task_rows), &c, nt > outer ? (int)outer : nt);
+        return;
+    }
+    /* fewer rows than threads: split each row */
+    FT ms[256];
+    double ss[256];
+    int infs[256];
+    if (nt > 256) nt = 256;
+    c.ms = ms;
+    c.ss = ss;
+    c.infs = infs;
+    for (int64_t r = 0; r < outer; r++) {
+        c.x = x + r * n;
+        c.y = y + r * n;
+        fsm_parallel(F(softmax_task_long1), &c, nt);
+        int inf = 0;
+        for (int t = 0; t < nt; t++) inf |= infs[t];
+        F(merge_stats)(ms, ss, nt, &c.m, &c.s);
+        if (FSM_UNLIKELY(inf || !F(finite)(c.m))) {
+            fsm_parallel(F(softmax_task_long_rare), &c, nt);
+            c.m = 0;
+            c.s = 0.0;
+            for (int t = 0; t < nt; t++) c.s += ss[t];
+        }
+        fsm_parallel(F(softmax_task_long2), &c, nt);
+    }
+}
+
+/* ================================================================ logsumexp */
+
+/* finish one reduction from m (max over unmasked), k (sum of b at the max), t (sum of
+   b exp(a - m) elsewhere) -- docs/DESIGN.md; returns r and writes the sign.  rare() is done by
+   the caller when the result is not finite. */
+static inline double F(lse_finish)(FT m, double k, double t, int want_sign, double *psgn)
+{
+    if (!F(finite)(m)) { *psgn = NAN; return NAN; }
+    if (t != 0) t = t / k;
+    double sgn = fsm_sign(t + 1.0) * fsm_sign(k);
+    if (t < -1.0) t = -t - 2.0;
+    double r = fsm_log1p_f64(t) + fsm_log_f64(fabs(k)) + (double)m;
+    if (!want_sign && sgn < 0) r = NAN;
+    *psgn = sgn;
+    return r;
+}
+
+/* S = sum b exp(a) over all j (masked too), strided; the rare path */
+static double F(lse_rare_sum)(const FT *a, const FT *b, int64_t n, int64_t stride)
+{
+    double S = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        FT e = EXP(a[j * stride]);
+        S += b ? (double)(b[j * stride] * e) : (double)e;
+    }
+    return S;
+}
+
+static inline void F(lse_store)(double r, double sgn, const FT *a, const FT *b, int64_t n,
+                                int64_t stride, FT *out, FT *sign)
+{
+    FT rf = (FT)r;
+    if (FSM_UNLIKELY(!F(finite)(rf))) {
+        double S = F(lse_rare_sum)(a, b, n, stride);
+        sgn = fsm_sign(S);
+        rf = (FT)(sign ? fsm_log_f64(fabs(S)) : fsm_log_f64(S));
+    }
+    *out = rf;
+    if (sign) *sign = (FT)sgn;
+}
+
+/* (m over unmasked) of a[0:n) */
+static inline FT F(lse_max)(const FT *a, const FT *b, int64_t n)
+{
+    if (!b) return F(row_max)(a, n);
+    FT m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; i++) {
+        FT v = b[i] != 0 ? a[i] : (FT)-INFINITY;
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
+/* k, t of a[0:n) given m (finite) */
+static inline void F(lse_kt)(const FT *a, const FT *b, int64_t n, FT m, double *pk, double *pt)
+{
+    double k = 0.0, t = 0.0;
+    if (!b) {
+#pragma omp simd reduction(+ : k, t)
+        for (int64_t i = 0; i < n; i++) {
+            FT e = EXP(a[i] - m);
+            k += a[i] == m ? 1.0 : 0.0;
+            t += a[i] != m ? (double)e : 0.0;
+        }
+    } else {
+#pragma omp simd reduction(+ : k, t)
+        for (int64_t i = 0; i < n; i++) {
+            FT e = b[i] * EXP(a[i] - m);
+            k += a[i] == m ? (double)b[i] : 0.0;
+            t += (a[i] != m && b[i] != 0) ? (double)e : 0.0;
+        }
+    }
+    *pk = k;
+    *pt = t;
+}
+
+/* one contiguous row */
+static void F(lse_row)(const FT *a, const FT *b, int64_t n, FT *out, FT *sign)
+{
+    FT m = F(lse_max)(a, b, n);
+    double k = 0.0, t = 0.0, sgn;
+    if (F(finite)(m)) F(lse_kt)(a, b, n, m, &k, &t);
+    double r = F(lse_finish)(m, k, t, sign != NULL, &sgn);
+    F(lse_store)(r, sgn, a, b, n, 1, out, sign);
+}
+
+/* small rows: groups, one vector exp over the group */
+static void F(lse_rows_small)(const FT *a, const FT *b, FT *out, FT *sign, int64_t r0, int64_t r1,
+                              int64_t n)
+{
+    FT t[FSM_GROUP];
+    FT mb[FSM_GROUP];
+    int64_t G = FSM_GROUP / n;
+    for (int64_t g0 = r0; g0 < r1; g0 += G) {
+        int64_t g = r1 - g0 < G ? r1 - g0 : G;
+        const FT *ag = a + g0 * n;
+        const FT *bg = b ? b + g0 * n : NULL;
+        int64_t len = g * n;
+        for (int64_t r = 0; r < g; r++) {
+            const FT *ar = ag + r * n;
+            FT m = -INFINITY;
+            if (!bg)
+                for (int64_t j = 0; j < n; j++) m = ar[j] > m ? ar[j] : m;
+            else
+                for (int64_t j = 0; j < n; j++) m = (bg[r * n + j] != 0 && ar[j] > m) ? ar[j] : m;
+            mb[r] = m;
+            FT mm = F(finite)(m) ? m : (FT)0;
+            /* the max terms and masked terms are kept out of t: shift them to -inf */
+            for (int64_t j = 0; j < n; j++)
+                t[r * n + j] = (ar[j] == m || (bg && bg[r * n + j] == 0)) ? (FT)-INFINITY : ar[j] - mm;
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) t[i] = EXP(t[i]);
+        for (int64_t r = 0; r < g; r++) {
+            const FT *ar = ag + r * n;
+            FT m = mb[r];
+            double k = 0.0, s = 0.0, sgn;
+            if (F(finite)(m)) {
+                if (!bg) {
+                    for (int64_t j = 0; j < n; j++) {
+                        k += ar[j] == m ? 1.0 : 0.0;
+                        s += (double)t[r * n + j];
+                    }
+                } else {
+                    for (int64_t j = 0; j < n; j++) {
+                        FT bj = bg[r * n + j];
+                        k += ar[j] == m ? (double)bj : 0.0;
+                        s += (double)(bj * t[r * n + j]);
+                    }
+                }
+            }
+            double res = F(lse_finish)(m, k, s, sign != NULL, &sgn);
+            F(lse_store)(res, sgn, ar, bg ? bg + r * n : NULL, n, 1, out + g0 + r,
+                         sign ? sign + g0 + r : NULL);
+        }
+    }
+}
+
+/* inner > 1: slab (n x inner), columns [c0, c1) */
+static void F(lse_tile)(const FT *a, const FT *b, FT *out, FT *sign, int64_t n, int64_t inner,
+                        int64_t c0, int64_t c1)
+{
+    FT m[FSM_TILE];
+    double k[FSM_TILE], t[FSM_TILE];
+    int64_t w = c1 - c0;
+    for (int64_t c = 0; c < w; c++) { m[c] = -INFINITY; k[c] = 0.0; t[c] = 0.0; }
+    for (int64_t j = 0; j < n; j++) {
+        const FT *ar = a + j * inner + c0;
+        if (!b) {
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) m[c] = ar[c] > m[c] ? ar[c] : m[c];
+        } else {
+            const FT *br = b + j * inner + c0;
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) m[c] = (br[c] != 0 && ar[c] > m[c]) ? ar[c] : m[c];
+        }
+    }
+    FT mm[FSM_TILE];
+#pragma omp simd
+    for (int64_t c = 0; c < w; c++) mm[c] = (m[c] - m[c] == 0) ? m[c] : (FT)0;
+    for (int64_t j = 0; j < n; j++) {
+        const FT *ar = a + j * inner + c0;
+        if (!b) {
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) {
+                FT e = EXP(ar[c] - mm[c]);
+                k[c] += ar[c] == m[c] ? 1.0 : 0.0;
+                t[c] += ar[c] != m[c] ? (double)e : 0.0;
+            }
+        } else {
+            const FT *br = b + j * inner + c0;
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) {
+                FT e = br[c] * EXP(ar[c] - mm[c]);
+                k[c] += ar[c] == m[c] ? (double)br[c] : 0.0;
+                t[c] += (ar[c] != m[c] && br[c] != 0) ? (double)e : 0.0;
+            }
+        }
+    }
+    for (int64_t c = 0; c < w; c++) {
+        double sgn;
+        double r = F(lse_finish)(m[c], k[c], t[c], sign != NULL, &sgn);
+        F(lse_store)(r, sgn, a + c0 + c, b ? b + c0 + c : NULL, n, inner, out + c0 + c,
+                     sign ? sign + c0 + c : NULL);
+    }
+}
+
+typedef struct {
+    const FT *a, *b;
+    FT *out, *sign;
+    int64_t outer, n, inner;
+    FT *ms;
+    double *ks, *ts;
+    FT m;
+} F(lse_ctx);
+
+static void F(lse_task_rows)(void *p, int tid, int nt)
+{
+    F(lse_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->outer, tid, nt, &lo, &hi);
+    if (c->n <= FSM_SMALL_N) {
+        F(lse_rows_small)(c->a, c->b, c->out, c->sign, lo, hi, c->n);
+        return;
+    }
+    for (int64_t r = lo; r < hi; r++)
+        F(lse_row)(c->a + r * c->n, c->b ? c->b + r * c->n : NULL, c->n, c->out + r,
+                   c->sign ? c->sign + r : NULL);
+}
+
+static void F(lse_task_tiles)(void *p, int tid, int nt)
+{
+    F(lse_ctx) *c = p;
+    int64_t ntiles = (c->inner + FSM_TILE - 1) / FSM_TILE;
+    int64_t lo, hi;
+    fsm_split(c->outer * ntiles, tid, nt, &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t o = it / ntiles, c0 = (it % ntiles) * FSM_TILE;
+        int64_t c1 = c0 + FSM_TILE < c->inner ? c0 + FSM_TILE : c->inner;
+        int64_t off = o * c->n * c->inner;
+        F(lse_tile)(c->a + off, c->b ? c->b + off : NULL, c->out + o * c->inner,
+                    c->sign ? c->sign + o * c->inner : NULL, c->n, c->inner, c0, c1);
+    }
+}
+
+static void F(lse_task_long1)(void *p, int tid, int nt)
+{
+    F(lse_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    c->ms[tid] = F(lse_max)(c->a + lo, c->b ? c->b + lo : NULL, hi - lo);
+}
+
+static void F(lse_task_long2)(void *p, int tid, int nt)
+{
+    F(lse_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    F(lse_kt)(c->a + lo, c->b ? c->b + lo : NULL, hi - lo, c->m, &c->ks[tid], &c->ts[tid]);
+}
+
+static void F(logsumexp)(const FT *a, const FT *b, FT *out, FT *sign, int64_t outer, int64_t n,
+                         int64_t inner, int nthreads)
+{
+    F(lse_ctx) c = {a, b, out, sign, outer, n, inner, NULL, NULL, NULL, 0};
+    int nt = fsm_pick_threads(outer * n * inner * (b ? 2 : 1), nthreads);
+    if (inner > 1) {
+        fsm_parallel(F(lse_task_tiles), &c, nt);
+        return;
+    }
+    if (outer >= nt || nt == 1) {
+        fsm_parallel(F(lse_task_rows), &c, nt > outer ? (int)outer : nt);
+        return;
+    }
+    FT ms[256];
+    double ks[256], ts[256];
+    if (nt > 256) nt = 256;
+    c.ms = ms;
+    c.ks = ks;
+    c.ts = ts;
+    for (int64_t r = 0; r < outer; r++) {
+        c.a = a + r * n;
+        c.b = b ? b + r * n : NULL;
+        fsm_parallel(F(lse_task_long1), &c, nt);
+        FT m = -INFINITY;
+        for (int t = 0; t < nt; t++) m = ms[t] > m ? ms[t] : m;
+        double k = 0.0, t = 0.0, sgn;
+        if (F(finite)(m)) {
+            c.m = m;
+            fsm_parallel(F(lse_task_long2), &c, nt);
+            for (int i = 0; i < nt; i++) { k += ks[i]; t += ts[i]; }
+        }
+        double res = F(lse_finish)(m, k, t, sign != NULL, &sgn);
+        F(lse_store)(res, sgn, c.a, c.b, n, 1, out + r, sign ? sign + r : NULL);
+    }
+}
+
+/* ================================================================ cross-entropy */
+
+/* Per row i (docs/DESIGN.md): m = max x (0 if not finite); pass 2 computes s = sum e_j,
+ * e_j = exp(x_j - m), stores e_j into grad (grad may be logits: x_j is read before g_j is
+ * written, and x_t is read before the pass), and the sums the loss needs:
+ *   integer target:  Q = (1-eps) w_t + eps/C sum w;  sq = (1-eps) w_t (x_t - m) + eps/C sum w_j (x_j - m)
+ *   probabilities:   q_j = w_j ((1-eps) P_j + eps/C);  Q = sum q_j;  sq = sum q_j (x_j - m)
+ *   loss = Q log(s) - sq;   pass 3: grad_j = scale (e_j Q/s - q_j).
+ * Ignored rows: loss 0, grad 0.  Accumulators double.
+ */
+typedef struct {
+    const FT *x;
+    const int64_t *target;
+    const FT *probs, *weight;
+    int64_t ignore_index;
+    double eps, scale, wsum;
+    FT *loss, *grad;
+    int64_t N, C;
+} F(ce_ctx);
+
+static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
+{
+    const int64_t C = c->C;
+    const FT *x = c->x + i * C;
+    FT *g = c->grad ? c->grad + i * C : NULL;
+    const FT *w = c->weight;
+    const double eps = c->eps, eC = c->eps / (double)C;
+    int64_t ti = c->target[i];
+    if (ti == c->ignore_index) {
+        c->loss[i] = 0;
+        if (g)
+            for (int64_t j = 0; j < C; j++) g[j] = 0;
+        return;
+    }
+    const FT xt = x[ti];
+    FT m = F(row_max)(x, C);
+    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
+    double s = 0.0, sx = 0.0;
+    if (eps == 0) {
+        s = g ? F(row_expsum_store)(x, g, C, m) : F(row_expsum)(x, C, m);
+    } else if (g) {
+        if (w) {
+#pragma omp simd reduction(+ : s, sx)
+            for (int64_t j = 0; j < C; j++) {
+                FT d = x[j] - m;
+                FT ej = EXP(d);
+                s += (double)ej;
+                sx += (double)(w[j] * d);
+                g[j] = ej;
+            }
+        } else {
+#pragma omp simd reduction(+ : s, sx)
+            for (int64_t j = 0; j < C; j++) {
+                FT d = x[j] - m;
+                FT ej = EXP(d);
+                s += (double)ej;
+                sx += (double)d;
+                g[j] = ej;
+            }
+        }
+    } else {
+        if (w) {
+#pragma omp simd reduction(+ : s, sx)
+            for (int64_t j = 0; j < C; j++) {
+                FT d = x[j] - m;
+                s += (double)EXP(d);
+                sx += (double)(w[j] * d);
+            }
+        } else {
+#pragma omp simd reduction(+ : s, sx)
+            for (int64_t j = 0; j < C; j++) {
+                FT d = x[j] - m;
+                s += (double)EXP(d);
+                sx += (double)d;
+            }
+        }
+    }
+    const double wt = w ? (double)w[ti] : 1.0;
+    const double Q = (1.0 - eps) * wt + eC * c->wsum;
+    const double sq = (1.0 - eps) * wt * ((double)xt - (double)m) + eC * sx;
+    c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
+    if (g) {
+        const FT qs = (FT)(Q / s), scale = (FT)c->scale, eCf = (FT)eC;
+        const FT et = g[ti];
+        if (eps == 0) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs);
+        } else if (w) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs - eCf * w[j]);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs - eCf);
+        }
+        const double qt = (1.0 - eps) * wt + eC * (w ? (double)w[ti] : 1.0);
+        g[ti] = scale * (et * qs - (FT)qt);
+    }
+}
+
+static void F(ce_row_probs)(const F(ce_ctx) *c, int64_t i)
+{
+    const int64_t C = c->C;
+    const FT *x = c->x + i * C;
+    const FT *P = c->probs + i * C;
+    FT *g = c->grad ? c->grad + i * C : NULL;
+    const FT *w = c->weight;
+    const FT a = (FT)(1.0 - c->eps), eCf = (FT)(c->eps / (double)C);
+    FT m = F(row_max)(x, C);
+    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
+    double s = 0.0, Q = 0.0, sq = 0.0;
+    if (g) {
+#pragma omp simd reduction(+ : s, Q, sq)
+        for (int64_t j = 0; j < C; j++) {
+            FT d = x[j] - m;
+            FT ej = EXP(d);
+            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
+            s += (double)ej;
+            Q += (double)q;
+            sq += (double)(q * d);
+            g[j] = ej;
+        }
+    } else {
+#pragma omp simd reduction(+ : s, Q, sq)
+        for (int64_t j = 0; j < C; j++) {
+            FT d = x[j] - m;
+            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
+            s += (double)EXP(d);
+            Q += (double)q;
+            sq += (double)(q * d);
+        }
+    }
+    c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
+    if (g) {
+        const FT qs = (FT)(Q / s), scale = (FT)c->scale;
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) {
+            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
+            g[j] = scale * (g[j] * qs - q);
+        }
+    }
+}
+
+static void F(ce_task)(void *p, int tid, int nt)
+{
+    F(ce_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->N, tid, nt, &lo, &hi);
+    if (c->target)
+        for (int64_t i = lo; i < hi; i++) F(ce_row_target)(c, i);
+    else
+        for (int64_t i = lo; i < hi; i++) F(ce_row_probs)(c, i);
+}
+
+static void F(cross_entropy)(const FT *logits, const int64_t *target, const FT *probs,
+                             const FT *weight, int64_t ignore_index, double smoothing,
+                             double scale, FT *loss, FT *grad, int64_t N, int64_t C, int nthreads)
+{
+    double wsum = (double)C;
+    if (weight) {
+        wsum = 0.0;
+        for (int64_t j = 0; j < C; j++) wsum += (double)weight[j];
+    }
+    F(ce_ctx) c = {logits, target, probs, weight, ignore_index, smoothing, scale, wsum,
+                   loss, grad, N, C};
+    int nt = fsm_pick_threads(N * C * (grad ? 2 : 1), nthreads);
+    if (nt > N) nt = (int)N;
+    fsm_parallel(F(ce_task), &c, nt);
+}
+
+/* ================================================================ elementwise, for the tests */
+
+static void F(vexp)(const FT *x, FT *out, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) out[i] = EXP(x[i]);
+}
+
+static void F(vlog)(const FT *x, FT *out, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) out[i] = LOGT(x[i]);
+}

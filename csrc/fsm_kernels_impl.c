@@ -1,0 +1,88 @@
+/* fsm_kernels_impl.c -- the kernels, compiled once per ISA path.
+ *
+ * setup.py compiles this file three times: -DFSM_ISA=avx512 with
+ * -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mprefer-vector-width=512,
+ * -DFSM_ISA=avx2 with -mavx2 -mfma, and -DFSM_ISA=baseline with no -m flag (x86-64: SSE2).
+ * Each object exports the table fsm_ops_<FSM_ISA>; everything else here is static.
+ * The loops are plain C with `#pragma omp simd` (-fopenmp-simd: no OpenMP runtime); the maths
+ * (fsm_math.h) is inlined into them, so the vector width is the ISA's.
+ * The per-dtype code is in fsm_kernels_body.h, included twice (float32, float64).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stddef.h>
+#include "fsm_kernels.h"
+#include "fsm_math.h"
+
+#ifndef FSM_ISA
+#define FSM_ISA baseline
+#endif
+#define FSM_CAT_(a, b) a##b
+#define FSM_CAT(a, b) FSM_CAT_(a, b)
+#define FSM_STR_(a) #a
+#define FSM_STR(a) FSM_STR_(a)
+
+#if defined(__GNUC__)
+#define FSM_LIKELY(c) __builtin_expect(!!(c), 1)
+#define FSM_UNLIKELY(c) __builtin_expect(!!(c), 0)
+#else
+#define FSM_LIKELY(c) (c)
+#define FSM_UNLIKELY(c) (c)
+#endif
+
+/* Tuning constants (measured on Zen 4, see docs/c_backend.md). */
+#define FSM_BLOCK 2048            /* online softmax block (elements): the block stays in L1    */
+#define FSM_TILE 256              /* inner > 1: columns per tile (accumulators on the stack)    */
+#define FSM_SMALL_N 48            /* rows up to this long are processed several at a time       */
+#define FSM_GROUP 2048            /* elements per group of small rows                          */
+#define FSM_WORK_PER_THREAD 32768 /* elements: below this a thread costs more than it saves     */
+
+static inline int fsm_pick_threads(int64_t work, int nthreads)
+{
+    if (nthreads <= 1) return 1;
+    int64_t t = work / FSM_WORK_PER_THREAD;
+    if (t < 1) t = 1;
+    if (t > nthreads) t = nthreads;
+    return (int)t;
+}
+
+/* [lo, hi) of the tid-th of nt equal parts of [0, n) */
+static inline void fsm_split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi)
+{
+    *lo = (int64_t)((__int128)n * tid / nt);
+    *hi = (int64_t)((__int128)n * (tid + 1) / nt);
+}
+
+static inline double fsm_sign(double v)
+{
+    return v > 0 ? 1.0 : v < 0 ? -1.0 : v == 0 ? 0.0 : v;
+}
+
+#define FT float
+#define F(name) name##_f32
+#define EXP fsm_exp_f32
+#define LOGT fsm_log_f32
+#include "fsm_kernels_body.h"
+#undef FT
+#undef F
+#undef EXP
+#undef LOGT
+
+#define FT double
+#define F(name) name##_f64
+#define EXP fsm_exp_f64
+#define LOGT fsm_log_f64
+#include "fsm_kernels_body.h"
+#undef FT
+#undef F
+#undef EXP
+#undef LOGT
+
+const fsm_ops FSM_CAT(fsm_ops_, FSM_ISA) = {
+    FSM_STR(FSM_ISA),
+    softmax_f32, softmax_f64,
+    logsumexp_f32, logsumexp_f64,
+    cross_entropy_f32, cross_entropy_f64,
+    vexp_f32, vexp_f64,
+    vlog_f32, vlog_f64,
+};

@@ -1,0 +1,142 @@
+/* fsm_math.h -- the elementary functions of the C kernels: exp and log, float32 and float64.
+ *
+ * Design
+ *   Every function is branch-free plain arithmetic on one element, `static inline`, so that a loop
+ *   calling it is vectorized by GCC at whatever ISA the including file is compiled for (zmm with
+ *   -mavx512f, ymm with -mavx2, xmm at baseline).  No libm call, no -ffast-math: the results are
+ *   the same in a scalar remainder and in the vector body.
+ *
+ *   exp(x): Cody-Waite reduction  x = n*ln2 + r, |r| <= ln2/2, with n = rint(x/ln2) computed by the
+ *     "add 1.5*2^p" rounding trick (exact without fast-math; SSE2 has no round instruction), ln2
+ *     split into a short head (n*head is exact) and a tail; exp(r) by a polynomial
+ *     (float32: Cephes expf degree-7 form, float64: degree-13 Taylor, truncation < 5e-18);
+ *     the result is p * 2^n1 * 2^n2 with n = n1 + n2, both halves normal numbers, built from the
+ *     exponent bits: one rounding at the last multiply, so subnormal results are correctly
+ *     scaled and overflow gives +inf.  x is clamped first (the clamp keeps NaN: a comparison with
+ *     NaN is false), so exp(-inf) = 0, exp(+inf) = inf, exp(NaN) = NaN, exp(0) = 1 exactly.
+ *   log(x) (float64): fdlibm's e_log.c algorithm, x = 2^k * (1+f), sqrt(2)/2 <= 1+f < sqrt(2),
+ *     s = f/(2+f), degree-14 polynomial in s; subnormals prescaled by 2^54; int64 -> double
+ *     through the 2^52 bit trick (AVX2 has no vcvtqq2pd).  Specials by selects at the end.
+ *   log(x) (float32): the float64 log of the exact widening, rounded once: <= 0.5 ULP + 2^-29.
+ *   log1p(t) (float64, per-row use only): Goldberg's  log(u) * t / (u - 1),  u = 1 + t.
+ */
+#ifndef FSM_MATH_H
+#define FSM_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define FSM_INLINE static inline __attribute__((always_inline))
+#else
+#define FSM_INLINE static inline
+#endif
+
+FSM_INLINE float fsm_f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+FSM_INLINE uint32_t fsm_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+FSM_INLINE double fsm_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }
+FSM_INLINE uint64_t fsm_f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
+
+/* ---------------------------------------------------------------- exp, float32 */
+FSM_INLINE float fsm_exp_f32(float x)
+{
+    const float magic = 0x1.8p23f;            /* 1.5 * 2^23: adding it rounds to an integer */
+    x = x < -110.0f ? -110.0f : x;            /* exp(-110) < 2^-150: rounds to 0            */
+    x = x > 90.0f ? 90.0f : x;                /* exp(90) > FLT_MAX: overflows to inf         */
+    float t = x * 0x1.715476p+0f + magic;     /* n = rint(x / ln2), in the low bits of t     */
+    float n = t - magic;
+    float r = x - n * 0.693359375f;           /* ln2 head (9 bits): n*head is exact          */
+    r = r - n * -2.12194440e-4f;              /* ln2 tail                                    */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r;
+    p = p + 1.0f;
+    /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for n in [-159, 130] */
+    float n1 = (n * 0.5f + magic) - magic;
+    float n2 = n - n1;
+    float s1 = fsm_f32_from_bits((fsm_f32_bits(n1 + magic) + 127u) << 23);
+    float s2 = fsm_f32_from_bits((fsm_f32_bits(n2 + magic) + 127u) << 23);
+    return (p * s1) * s2;
+}
+
+/* ---------------------------------------------------------------- exp, float64 */
+FSM_INLINE double fsm_exp_f64(double x)
+{
+    const double magic = 0x1.8p52;
+    x = x < -760.0 ? -760.0 : x;              /* exp(-760) < 2^-1075: rounds to 0            */
+    x = x > 720.0 ? 720.0 : x;                /* exp(720) > DBL_MAX                          */
+    double t = x * 0x1.71547652b82fep+0 + magic;
+    double n = t - magic;
+    double r = x - n * 6.93147180369123816490e-01;   /* ln2 head (32 bits), n*head exact     */
+    r = r - n * 1.90821492927058770002e-10;          /* ln2 tail                             */
+    /* exp(r) = 1 + r + r^2 * q(r), q = Taylor series to r^11/13!  (|r| <= 0.347) */
+    double q = 1.0 / 6227020800.0;            /* 1/13! */
+    q = q * r + 1.0 / 479001600.0;            /* 1/12! */
+    q = q * r + 1.0 / 39916800.0;
+    q = q * r + 1.0 / 3628800.0;
+    q = q * r + 1.0 / 362880.0;
+    q = q * r + 1.0 / 40320.0;
+    q = q * r + 1.0 / 5040.0;
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    double p = q * (r * r) + r;
+    p = p + 1.0;
+    double n1 = (n * 0.5 + magic) - magic;
+    double n2 = n - n1;
+    double s1 = fsm_f64_from_bits((fsm_f64_bits(n1 + magic) + 1023u) << 52);
+    double s2 = fsm_f64_from_bits((fsm_f64_bits(n2 + magic) + 1023u) << 52);
+    return (p * s1) * s2;
+}
+
+/* ---------------------------------------------------------------- log, float64 */
+FSM_INLINE double fsm_log_f64(double x)
+{
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01,
+                 Lg3 = 2.857142874366239149e-01, Lg4 = 2.222219843214978396e-01,
+                 Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+    int sub = x < 0x1p-1022;                  /* subnormal (or <= 0, fixed at the end)       */
+    double xs = sub ? x * 0x1p54 : x;
+    double kadj = sub ? -54.0 : 0.0;
+    /* move the split point to sqrt(2)/2: 1+f in [sqrt(2)/2, sqrt(2)) */
+    uint64_t hx = fsm_f64_bits(xs) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
+    double kb = fsm_f64_from_bits(0x4330000000000000ull | (hx >> 52)) - 0x1p52;  /* biased k */
+    double k = kb - 1023.0 + kadj;
+    double m = fsm_f64_from_bits((hx & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
+    double f = m - 1.0;
+    double hfsq = 0.5 * f * f;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double w = z * z;
+    double t1 = w * (Lg2 + w * (Lg4 + w * Lg6));
+    double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
+    double R = t2 + t1;
+    double r = k * ln2_hi - ((hfsq - (s * (hfsq + R) + k * ln2_lo)) - f);
+    r = x == __builtin_inf() ? x : r;
+    r = x == 0.0 ? -__builtin_inf() : r;
+    r = x < 0.0 ? __builtin_nan("") : r;
+    r = x != x ? x : r;
+    return r;
+}
+
+/* ---------------------------------------------------------------- log, float32 */
+FSM_INLINE float fsm_log_f32(float x) { return (float)fsm_log_f64((double)x); }
+
+/* log1p for t >= -1 (per-row use in logsumexp), float64 */
+FSM_INLINE double fsm_log1p_f64(double t)
+{
+    double u = 1.0 + t;
+    if (u == 1.0) return t;                   /* also keeps t = -0.0, tiny t              */
+    if (u == __builtin_inf()) return u;
+    return fsm_log_f64(u) * (t / (u - 1.0));
+}
+
+#endif /* FSM_MATH_H */
