@@ -54,8 +54,9 @@ __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
-_BLOCK = 4096          # online softmax block (elements); a block stays in L1
-_SMALL_N = 64          # rows up to this length use the many-rows-at-once kernel
+_BLOCK = 2048          # online softmax block (elements); a block stays in L1
+_SUB = 512             # sums: input-dtype partial sums over _SUB elements, added in float64
+_SMALL_N = 48          # rows up to this length use the many-rows-at-once kernel
 _SMALL_BLOCK = 4096    # elements per group of small rows
 _ONLINE_N = 1 << 17    # "auto": rows at least this long use the online kernel
 _MIN_WORK = 1 << 16    # elements per thread below which another thread does not pay
@@ -118,37 +119,117 @@ _NAN = np.nan
 _INF = np.inf
 
 
+# ------------------------------------------------------------------ 1-D building blocks
+# Loops index from 0 over slices: an index that LLVM cannot prove non-negative makes Numba's
+# negative-index wraparound a select, and the vectorizer then emits gathers.
+@njit(**_JIT)
+def _max1(v):
+    """max(v), NaN skipped (llvm.maxnum); NaN only when every element is NaN."""
+    m = v[0]
+    for j in range(1, v.shape[0]):
+        m = _fmax(m, v[j])
+    return m
+
+
+@njit(**_JIT)
+def _sumexp1(v, m):
+    """sum exp(v - m) in float64.  Partial sums of _SUB elements run in v's dtype and leave out
+    the terms with v == m (each exactly 1, counted apart), so a row dominated by its max keeps
+    the digits of s - 1 that log(s) needs."""
+    n = v.shape[0]
+    s = 0.0
+    zero = _like(m, 0.0)
+    one = _like(m, 1.0)
+    for a in range(0, n, _SUB):
+        vb = v[a:min(a + _SUB, n)]
+        ps = zero
+        pk = zero
+        for j in range(vb.shape[0]):
+            x = vb[j]
+            ps = _radd(ps, fexpd(x, m) if x != m else zero)
+            pk = _radd(pk, one if x == m else zero)
+        s += np.float64(ps)
+        s += np.float64(pk)
+    return s
+
+
+@njit(**_JIT)
+def _expstore1(x, o, m):
+    """o = exp(src - m), returns sum(o) in float64 (partial sums of _SUB elements in the
+    input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
+    src = _pick(x, o)
+    n = o.shape[0]
+    s = 0.0
+    for a in range(0, n, _SUB):
+        b = min(a + _SUB, n)
+        vb = src[a:b]
+        ob = o[a:b]
+        ps = _like(m, 0.0)
+        for j in range(ob.shape[0]):
+            e = fexpd(vb[j], m)
+            ob[j] = e
+            ps = _radd(ps, e)
+        s += np.float64(ps)
+    return s
+
+
+@njit(**_JIT)
+def _expstore1x(x, o, m):
+    """_expstore1 with the max terms counted apart (as in _sumexp1), for the log(s) of
+    cross-entropy."""
+    src = _pick(x, o)
+    n = o.shape[0]
+    s = 0.0
+    zero = _like(m, 0.0)
+    one = _like(m, 1.0)
+    for a in range(0, n, _SUB):
+        b = min(a + _SUB, n)
+        vb = src[a:b]
+        ob = o[a:b]
+        ps = zero
+        pk = zero
+        for j in range(ob.shape[0]):
+            v = vb[j]
+            e = fexpd(v, m)
+            ob[j] = e
+            ps = _radd(ps, e if v != m else zero)
+            pk = _radd(pk, one if v == m else zero)
+        s += np.float64(ps)
+        s += np.float64(pk)
+    return s
+
+
+@njit(**_JIT)
+def _scale1(o, c):
+    for j in range(o.shape[0]):
+        o[j] = o[j] * c
+
+
+@njit(**_JIT)
+def _logout1(x, o, m, ls):
+    """o = (src - m) - ls; x None: src is o."""
+    src = _pick(x, o)
+    for j in range(o.shape[0]):
+        o[j] = (src[j] - m) - ls
+
+
 # ------------------------------------------------------------------------ rows: three-pass
 @njit(**_JIT)
 def _softmax_row(x, o, log):
     """One row, three passes.  x is None: in place, the input is o."""
     src = _pick(x, o)
-    n = o.shape[0]
-    m = src[0]
-    for j in range(1, n):
-        m = _fmax(m, src[j])
+    m = _max1(src)
     if log:
         if not np.isfinite(m):
             m = _like(m, 0.0)
-        s = 0.0
-        for j in range(n):
-            s = _radd(s, np.float64(fexpd(src[j], m)))
-        ls = _like(m, math.log(s))
-        for j in range(n):
-            o[j] = (src[j] - m) - ls
+        s = _sumexp1(src, m)
+        _logout1(x, o, m, _like(m, math.log(s)))
     else:
         if not np.isfinite(m):
-            for j in range(n):
-                o[j] = _NAN
+            o[:] = _NAN
             return
-        s = 0.0
-        for j in range(n):
-            e = fexpd(src[j], m)
-            o[j] = e
-            s = _radd(s, np.float64(e))
-        inv = _like(m, 1.0 / s)
-        for j in range(n):
-            o[j] = o[j] * inv
+        s = _expstore1(x, o, m)
+        _scale1(o, _like(m, 1.0 / s))
 
 
 @njit(**_JIT)
@@ -170,28 +251,21 @@ def _online_pass1(x, o, j0, j1, log, bm, bs):
     b = j0 // _BLOCK
     for a in range(j0, j1, _BLOCK):
         e_ = min(a + _BLOCK, j1)
-        m = src[a]
-        for j in range(a + 1, e_):
-            m = _fmax(m, src[j])
+        vb = src[a:e_]
+        m = _max1(vb)
         bm[b] = m
         if m == -_INF:
             bs[b] = 0.0
             if not log:
-                for j in range(a, e_):
-                    o[j] = 0.0
+                o[a:e_] = 0.0
         elif not np.isfinite(m):
             bs[b] = _NAN
+        elif log:
+            bs[b] = _sumexp1(vb, m)
+        elif x is None:
+            bs[b] = _expstore1(None, o[a:e_], m)
         else:
-            s = 0.0
-            if log:
-                for j in range(a, e_):
-                    s = _radd(s, np.float64(fexpd(src[j], m)))
-            else:
-                for j in range(a, e_):
-                    e = fexpd(src[j], m)
-                    o[j] = e
-                    s = _radd(s, np.float64(e))
-            bs[b] = s
+            bs[b] = _expstore1(vb, o[a:e_], m)
         b += 1
 
 
@@ -216,18 +290,17 @@ def _online_pass2(x, o, j0, j1, log, bm, m, s):
     """Second pass over src[j0:j1]: softmax scales each block by exp(bm - m) / s, log_softmax
     writes (src - m) - log(s)."""
     if log:
-        src = _pick(x, o)
         mm = _like(o[j0], m)
         ls = _like(o[j0], math.log(s))
-        for j in range(j0, j1):
-            o[j] = (src[j] - mm) - ls
+        if x is None:
+            _logout1(None, o[j0:j1], mm, ls)
+        else:
+            _logout1(x[j0:j1], o[j0:j1], mm, ls)
     else:
         b = j0 // _BLOCK
         for a in range(j0, j1, _BLOCK):
             e_ = min(a + _BLOCK, j1)
-            c = _like(o[a], math.exp(np.float64(bm[b]) - m) / s)
-            for j in range(a, e_):
-                o[j] = o[j] * c
+            _scale1(o[a:e_], _like(o[a], math.exp(np.float64(bm[b]) - m) / s))
             b += 1
 
 
@@ -279,9 +352,9 @@ def _softmax_small(x, out, r0, r1, log):
             # softmax with a non-finite m: the exps below hold a NaN or sum to NaN
             for j in range(n):
                 mr[r * n + j] = m
-        f0 = base * n
-        for k in range(rows * n):
-            e[k] = fexpd(sf[f0 + k], mr[k])
+        sb = sf[base * n:(base + rows) * n]
+        for k in range(sb.shape[0]):
+            e[k] = fexpd(sb[k], mr[k])
         for r in range(rows):
             i = base + r
             s = 0.0
@@ -309,37 +382,42 @@ def _softmax_inner(x, out, o0, o1, k0, k1, log):
     s = np.empty(K, np.float64)
     c = np.empty(K, out.dtype)
     for o in range(o0, o1):
-        for k in range(K):
-            m[k] = src[o, 0, k0 + k]
+        m[:] = src[o, 0, k0:k1]
         for j in range(1, n):
+            xr = src[o, j, k0:k1]
             for k in range(K):
-                m[k] = _fmax(m[k], src[o, j, k0 + k])
+                m[k] = _fmax(m[k], xr[k])
         if log:
             for k in range(K):
                 if not np.isfinite(m[k]):
                     m[k] = 0.0
-        for k in range(K):
-            s[k] = 0.0
+        s[:] = 0.0
         if log:
             for j in range(n):
+                xr = src[o, j, k0:k1]
                 for k in range(K):
-                    s[k] += np.float64(fexpd(src[o, j, k0 + k], m[k]))
+                    s[k] += np.float64(fexpd(xr[k], m[k]))
             for k in range(K):
                 c[k] = math.log(s[k])
             for j in range(n):
+                xr = src[o, j, k0:k1]
+                orow = out[o, j, k0:k1]
                 for k in range(K):
-                    out[o, j, k0 + k] = (src[o, j, k0 + k] - m[k]) - c[k]
+                    orow[k] = (xr[k] - m[k]) - c[k]
         else:
             for j in range(n):
+                xr = src[o, j, k0:k1]
+                orow = out[o, j, k0:k1]
                 for k in range(K):
-                    ev = fexpd(src[o, j, k0 + k], m[k])
-                    out[o, j, k0 + k] = ev
+                    ev = fexpd(xr[k], m[k])
+                    orow[k] = ev
                     s[k] += np.float64(ev)
             for k in range(K):
                 c[k] = 1.0 / s[k] if np.isfinite(m[k]) else _NAN
             for j in range(n):
+                orow = out[o, j, k0:k1]
                 for k in range(K):
-                    out[o, j, k0 + k] = out[o, j, k0 + k] * c[k]
+                    orow[k] = orow[k] * c[k]
 
 
 # ------------------------------------------------------------------------------- logsumexp
@@ -369,54 +447,111 @@ def _lse_direct(S, want_sign):
 
 
 @njit(**_JIT)
+def _lse_row(a, b, want_sign):
+    """(r, sgn) of one row a (b: None or the row's weights), scipy's semantics."""
+    n = a.shape[0]
+    # pass 1: max over the unmasked entries
+    if b is None:
+        m = _max1(a)
+    else:
+        m = _like(a[0], -_INF)
+        for j in range(n):
+            v = a[j]
+            if b[j] == 0:
+                v = _like(v, -_INF)
+            m = _fmax(m, v)
+    r = _NAN
+    sgn = _NAN
+    if np.isfinite(m):
+        t = 0.0
+        k = 0.0
+        zero = _like(m, 0.0)
+        one = _like(m, 1.0)
+        for a0 in range(0, n, _SUB):
+            a1 = min(a0 + _SUB, n)
+            ab = a[a0:a1]
+            pt = zero
+            pk = zero
+            if b is None:
+                for j in range(ab.shape[0]):
+                    v = ab[j]
+                    ev = fexpd(v, m)
+                    pt = _radd(pt, ev if v != m else zero)
+                    pk = _radd(pk, one if v == m else zero)
+            else:
+                bb = b[a0:a1]
+                for j in range(ab.shape[0]):
+                    v = ab[j]
+                    bj = bb[j]
+                    ev = bj * fexpd(v, m)
+                    pt = _radd(pt, ev if (v != m and bj != zero) else zero)
+                    pk = _radd(pk, bj if v == m else zero)
+            t += np.float64(pt)
+            k += np.float64(pk)
+        r, sgn = _lse_finish(np.float64(m), t, k, want_sign)
+    if not np.isfinite(r):
+        S = 0.0
+        if b is None:
+            for j in range(n):
+                S += math.exp(np.float64(a[j]))
+        else:
+            for j in range(n):
+                S += np.float64(b[j]) * math.exp(np.float64(a[j]))
+        r, sgn = _lse_direct(S, want_sign)
+    return r, sgn
+
+
+@njit(**_JIT)
 def _lse_rows(x, b, out, sign, r0, r1):
     """inner == 1: x, b (None or same shape) (rows, n); out, sign (None or) (rows,)."""
-    n = x.shape[1]
     want_sign = sign is not None
     for i in range(r0, r1):
-        # pass 1: max over the unmasked entries
         if b is None:
-            m = x[i, 0]
-            for j in range(1, n):
-                m = _fmax(m, x[i, j])
+            r, sgn = _lse_row(x[i], None, want_sign)
         else:
-            m = _like(x[i, 0], -_INF)
-            for j in range(n):
-                v = x[i, j]
-                if b[i, j] == 0:
-                    v = _like(v, -_INF)
-                m = _fmax(m, v)
-        r = _NAN
-        sgn = _NAN
-        if np.isfinite(m):
-            t = 0.0
-            k = 0.0
-            if b is None:
-                for j in range(n):
-                    v = x[i, j]
-                    ev = np.float64(fexpd(v, m))
-                    t = _radd(t, ev if v != m else 0.0)
-                    k = _radd(k, 1.0 if v == m else 0.0)
-            else:
-                for j in range(n):
-                    v = x[i, j]
-                    bj = np.float64(b[i, j])
-                    ev = bj * np.float64(fexpd(v, m))
-                    t = _radd(t, ev if (v != m and bj != 0.0) else 0.0)
-                    k = _radd(k, bj if v == m else 0.0)
-            r, sgn = _lse_finish(np.float64(m), t, k, want_sign)
-        if not np.isfinite(r):
-            S = 0.0
-            if b is None:
-                for j in range(n):
-                    S += math.exp(np.float64(x[i, j]))
-            else:
-                for j in range(n):
-                    S += np.float64(b[i, j]) * math.exp(np.float64(x[i, j]))
-            r, sgn = _lse_direct(S, want_sign)
+            r, sgn = _lse_row(x[i], b[i], want_sign)
         out[i] = r
         if sign is not None:
             sign[i] = sgn
+
+
+@njit(**_JIT)
+def _lse_small(x, out, sign, r0, r1):
+    """inner == 1, b None, rows of length n <= _SMALL_N: groups of rows, one flat exp loop."""
+    n = x.shape[1]
+    want_sign = sign is not None
+    R = max(1, _SMALL_BLOCK // n)
+    xf = x.reshape(x.size)
+    mr = np.empty(R * n, x.dtype)
+    e = np.empty(R * n, x.dtype)
+    for base in range(r0, r1, R):
+        rows = min(R, r1 - base)
+        for r in range(rows):
+            m = _max1(x[base + r])
+            mr[r * n:(r + 1) * n] = m
+        xb = xf[base * n:(base + rows) * n]
+        zero = _like(mr[0], 0.0)
+        for k in range(xb.shape[0]):
+            v = xb[k]
+            e[k] = fexpd(v, mr[k]) if v != mr[k] else zero
+        for r in range(rows):
+            i = base + r
+            m = mr[r * n]
+            ok = False
+            if np.isfinite(m):
+                t = 0.0
+                kk = 0.0
+                xr = x[i]
+                for j in range(n):
+                    t += np.float64(e[r * n + j])
+                    kk += 1.0 if xr[j] == m else 0.0
+                rr, sgn = _lse_finish(np.float64(m), t, kk, want_sign)
+                ok = np.isfinite(rr)
+            if not ok:
+                rr, sgn = _lse_row(x[i], None, want_sign)
+            out[i] = rr
+            if sign is not None:
+                sign[i] = sgn
 
 
 @njit(**_JIT)
@@ -429,33 +564,39 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
     t = np.empty(K, np.float64)
     kk = np.empty(K, np.float64)
     for o in range(o0, o1):
-        for k in range(K):
-            m[k] = -_INF
-        if b is None:
-            for j in range(n):
+        m[:] = -_INF
+        for j in range(n):
+            xr = x[o, j, k0:k1]
+            if b is None:
                 for k in range(K):
-                    m[k] = _fmax(m[k], x[o, j, k0 + k])
-        else:
-            for j in range(n):
+                    m[k] = _fmax(m[k], xr[k])
+            else:
+                br = b[o, j, k0:k1]
                 for k in range(K):
-                    v = x[o, j, k0 + k]
-                    if b[o, j, k0 + k] == 0:
+                    v = xr[k]
+                    if br[k] == 0:
                         v = _like(v, -_INF)
                     m[k] = _fmax(m[k], v)
-        for k in range(K):
-            t[k] = 0.0
-            kk[k] = 0.0
+        t[:] = 0.0
+        kk[:] = 0.0
         for j in range(n):
-            for k in range(K):
-                v = x[o, j, k0 + k]
-                mk = m[k]
-                if b is None:
-                    bj = 1.0
-                else:
-                    bj = np.float64(b[o, j, k0 + k])
-                ev = bj * np.float64(fexpd(v, mk))
-                t[k] += ev if (v != mk and bj != 0.0) else 0.0
-                kk[k] += bj if v == mk else 0.0
+            xr = x[o, j, k0:k1]
+            if b is None:
+                for k in range(K):
+                    v = xr[k]
+                    mk = m[k]
+                    ev = np.float64(fexpd(v, mk))
+                    t[k] += ev if v != mk else 0.0
+                    kk[k] += 1.0 if v == mk else 0.0
+            else:
+                br = b[o, j, k0:k1]
+                for k in range(K):
+                    v = xr[k]
+                    mk = m[k]
+                    bj = np.float64(br[k])
+                    ev = bj * np.float64(fexpd(v, mk))
+                    t[k] += ev if (v != mk and bj != 0.0) else 0.0
+                    kk[k] += bj if v == mk else 0.0
         for k in range(K):
             r = _NAN
             sgn = _NAN
@@ -463,13 +604,10 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
             if np.isfinite(mk):
                 r, sgn = _lse_finish(np.float64(mk), t[k], kk[k], want_sign)
             if not np.isfinite(r):
-                S = 0.0
-                for j in range(n):
-                    if b is None:
-                        S += math.exp(np.float64(x[o, j, k0 + k]))
-                    else:
-                        S += np.float64(b[o, j, k0 + k]) * math.exp(np.float64(x[o, j, k0 + k]))
-                r, sgn = _lse_direct(S, want_sign)
+                if b is None:
+                    r, sgn = _lse_row(x[o, :, k0 + k].copy(), None, want_sign)
+                else:
+                    r, sgn = _lse_row(x[o, :, k0 + k].copy(), b[o, :, k0 + k].copy(), want_sign)
             out[o, k0 + k] = r
             if sign is not None:
                 sign[o, k0 + k] = sgn
@@ -477,11 +615,43 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
 
 # --------------------------------------------------------------------------- cross-entropy
 @njit(**_JIT)
+def _wdiff_sum(v, w, m):
+    """sum_j w_j * (v_j - m) in float64 (w None: all ones)."""
+    s = 0.0
+    m64 = np.float64(m)
+    for j in range(v.shape[0]):
+        wj = 1.0 if w is None else np.float64(w[j])
+        s = _radd(s, wj * (np.float64(v[j]) - m64))
+    return s
+
+
+@njit(**_JIT)
+def _ce_probs_pass(x, g, p, w, m, eps, eC):
+    """Probability targets, one row: g = exp(src - m); returns (s, Q, qx) with
+    q_j = w_j ((1 - eps) p_j + eps / C), Q = sum q, qx = sum q (x - m).  x None: src is g."""
+    src = _pick(x, g)
+    m64 = np.float64(m)
+    s = 0.0
+    Q = 0.0
+    qx = 0.0
+    for j in range(g.shape[0]):
+        v = src[j]
+        ev = fexpd(v, m)
+        g[j] = ev
+        s = _radd(s, np.float64(ev))
+        wj = 1.0 if w is None else np.float64(w[j])
+        q = wj * ((1.0 - eps) * np.float64(p[j]) + eC)
+        Q = _radd(Q, q)
+        qx = _radd(qx, q * (np.float64(v) - m64))
+    return s, Q, qx
+
+
+@njit(**_JIT)
 def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0, r1):
     """Fused forward (+ backward when grad is not None) of cross-entropy over rows [r0, r1).
 
-    x None: the logits live in grad (gradient written in place).  Three passes over a row:
-    max; exp(x - m) (stored in grad) with the sums; the gradient.
+    x None: the logits live in grad (gradient written in place).  Passes over a row: max;
+    (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s; the gradient.
     """
     src = _pick(x, grad)
     C = src.shape[1]
@@ -492,19 +662,24 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
     else:
         for j in range(C):
             sw += np.float64(weight[j])
+    # without a gradient the exps go to a scratch row: the same code runs with and without
+    # grad, so the loss alone equals the fused loss bit for bit
+    scratch = np.empty(C, src.dtype)
     for i in range(r0, r1):
+        xi = src[i]
+        if grad is None:
+            dst = scratch
+        else:
+            dst = grad[i]
         t = 0
         if target is not None:
             t = target[i]
             if t == ignore_index:
                 loss[i] = 0.0
                 if grad is not None:
-                    for j in range(C):
-                        grad[i, j] = 0.0
+                    grad[i, :] = 0.0
                 continue
-        m = src[i, 0]
-        for j in range(1, C):
-            m = _fmax(m, src[i, j])
+        m = _max1(xi)
         if not np.isfinite(m):
             m = _like(m, 0.0)
         m64 = np.float64(m)
@@ -514,66 +689,45 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
         wt = 0.0
         if target is not None:
             wt = 1.0 if weight is None else np.float64(weight[t])
-            xt = np.float64(src[i, t])
-            sx = 0.0     # sum_j w_j * (x_j - m), only when smoothing
-            if grad is not None:
-                if eps > 0.0:
-                    for j in range(C):
-                        v = src[i, j]
-                        ev = fexpd(v, m)
-                        grad[i, j] = ev
-                        s = _radd(s, np.float64(ev))
-                        wj = 1.0 if weight is None else np.float64(weight[j])
-                        sx = _radd(sx, wj * (np.float64(v) - m64))
-                else:
-                    for j in range(C):
-                        ev = fexpd(src[i, j], m)
-                        grad[i, j] = ev
-                        s = _radd(s, np.float64(ev))
-            else:
-                if eps > 0.0:
-                    for j in range(C):
-                        v = src[i, j]
-                        s = _radd(s, np.float64(fexpd(v, m)))
-                        wj = 1.0 if weight is None else np.float64(weight[j])
-                        sx = _radd(sx, wj * (np.float64(v) - m64))
-                else:
-                    for j in range(C):
-                        s = _radd(s, np.float64(fexpd(src[i, j], m)))
+            qx = (1.0 - eps) * wt * (np.float64(xi[t]) - m64)
+            if eps > 0.0:   # before the exps overwrite an in-place row
+                qx += eC * _wdiff_sum(xi, weight, m)
             Q = (1.0 - eps) * wt + eC * sw
-            qx = (1.0 - eps) * wt * (xt - m64)
-            if eps > 0.0:
-                qx += eC * sx
+            if x is None:
+                s = _expstore1x(None, dst, m)
+            else:
+                s = _expstore1x(xi, dst, m)
         if probs is not None:
-            for j in range(C):
-                v = src[i, j]
-                ev = fexpd(v, m)
-                if grad is not None:
-                    grad[i, j] = ev
-                s = _radd(s, np.float64(ev))
-                wj = 1.0 if weight is None else np.float64(weight[j])
-                q = wj * ((1.0 - eps) * np.float64(probs[i, j]) + eC)
-                Q = _radd(Q, q)
-                qx = _radd(qx, q * (np.float64(v) - m64))
+            if x is None:
+                s, Q, qx = _ce_probs_pass(None, dst, probs[i], weight, m, eps, eC)
+            else:
+                s, Q, qx = _ce_probs_pass(xi, dst, probs[i], weight, m, eps, eC)
         loss[i] = Q * math.log(s) - qx
         if grad is not None:
+            gi = grad[i]
             c = _like(m, Q / s * scale)
             if target is not None:
-                et = np.float64(grad[i, t])
-                if weight is None:
+                et = np.float64(gi[t])
+                if eps == 0.0:
+                    _scale1(gi, c)
+                elif weight is None:
                     g0 = _like(m, scale * eC)
                     for j in range(C):
-                        grad[i, j] = grad[i, j] * c - g0
+                        gi[j] = gi[j] * c - g0
                 else:
+                    g0 = _like(m, scale * eC)
                     for j in range(C):
-                        grad[i, j] = grad[i, j] * c - _like(m, scale * eC * np.float64(weight[j]))
+                        gi[j] = gi[j] * c - g0 * weight[j]
                 qt = (1.0 - eps) * wt + eC * wt
-                grad[i, t] = scale * (et * (Q / s) - qt)
+                gi[t] = scale * (et * (Q / s) - qt)
             if probs is not None:
+                pi = probs[i]
+                e1 = _like(m, 1.0 - eps)
+                eCd = _like(m, eC)
+                sc = _like(m, scale)
                 for j in range(C):
-                    wj = 1.0 if weight is None else np.float64(weight[j])
-                    q = wj * ((1.0 - eps) * np.float64(probs[i, j]) + eC)
-                    grad[i, j] = grad[i, j] * c - _like(m, scale * q)
+                    wj = _like(m, 1.0) if weight is None else weight[j]
+                    gi[j] = gi[j] * c - sc * (wj * (e1 * pi[j] + eCd))
 
 
 # ---------------------------------------------------------------------------------- threads
@@ -663,6 +817,10 @@ def softmax(x, out, log, method, nthreads):
     o2 = out.reshape(outer, n)
     if method == "auto":
         method = "online" if n >= _ONLINE_N else "three_pass"
+    if n <= _BLOCK:
+        # one block: the online kernel would do exactly the three passes (block max, exp + sum,
+        # scale), with more overhead per row
+        method = "three_pass"
     nt = _nthreads_for(work, nthreads, max(outer, n // _BLOCK))
     if outer < nt and n >= 2 * _BLOCK:
         _softmax_long_rows_threaded(x2, o2, log, nt)
@@ -706,7 +864,10 @@ def logsumexp(x, b, out, sign, nthreads):
         x2 = x.reshape(outer, n)
         b2 = None if b is None else b.reshape(outer, n)
         s1 = None if sign is None else sign.reshape(outer)
-        _split_rows(_lse_rows, outer, work, nthreads, (x2, b2, out.reshape(outer), s1), ())
+        if b is None and n <= _SMALL_N:
+            _split_rows(_lse_small, outer, work, nthreads, (x2, out.reshape(outer), s1), ())
+        else:
+            _split_rows(_lse_rows, outer, work, nthreads, (x2, b2, out.reshape(outer), s1), ())
         return
     _split_inner(_lse_inner, outer, inner, work, nthreads, (x, b, out, sign), ())
 
