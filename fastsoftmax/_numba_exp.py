@@ -7,7 +7,9 @@ vectorizer.  The functions here are plain arithmetic, so a loop that calls them 
 LLVM) vectorizes to AVX2 / AVX-512 code.
 
 exp(x), Cody-Waite range reduction:
-    n = rint(x * log2(e))          (x clamped to [lo, hi] first, NaN passes through the clamp)
+    n = rint(x * log2(e))          (x clamped to [lo, hi] first, NaN passes through the clamp;
+                                    rounded by adding and subtracting 1.5 * 2^23 (2^52), n then
+                                    sits in the low mantissa bits: no float -> int conversion)
     r = (x - n*ln2_hi) - n*ln2_lo  (ln2_hi has trailing zero bits, so n*ln2_hi is exact)
     p = 1 + r + r^2 * P(r)         (P: degree 4 (float32, Cephes) / degree 9 (float64, Chebyshev fit))
     exp(x) = p * 2^n1 * 2^n2       (n1 = n >> 1, n2 = n - n1, both built from exponent bits, so
@@ -68,6 +70,33 @@ def _ldexp2(typingctx, p, nf):
 
 
 @intrinsic
+def _scale_by_kf(typingctx, p, kf):
+    """p * 2**n where kf = n + 1.5 * 2**(mantissa bits) (the rounding-trick float): n is read
+    from kf's low mantissa bits, so no float -> int conversion (and no NaN special case: a NaN kf
+    gives some scale, and p is NaN then anyway).  Two factors, 2**(n >> 1) and 2**(n - (n >> 1)),
+    so subnormal results and overflow to inf come out of the last product."""
+    if not (isinstance(p, types.Float) and p == kf):
+        return None
+    bits = p.bitwidth
+    mant = 23 if bits == 32 else 52
+    bias = 127 if bits == 32 else 1023
+    magic_bits = 0x4B400000 if bits == 32 else 0x4338000000000000
+
+    def codegen(context, builder, sig, args):
+        pv, kv = args
+        fty = pv.type
+        ity = ir.IntType(bits)
+        n = builder.sub(builder.bitcast(kv, ity), ir.Constant(ity, magic_bits))
+        n1 = builder.ashr(n, ir.Constant(ity, 1))
+        n2 = builder.sub(n, n1)
+        s1 = builder.bitcast(builder.shl(builder.add(n1, ir.Constant(ity, bias)), ir.Constant(ity, mant)), fty)
+        s2 = builder.bitcast(builder.shl(builder.add(n2, ir.Constant(ity, bias)), ir.Constant(ity, mant)), fty)
+        return builder.fmul(builder.fmul(pv, s1), s2)
+
+    return p(p, kf), codegen
+
+
+@intrinsic
 def _f64_as_i64(typingctx, x):
     if x != types.float64:
         return None
@@ -103,18 +132,23 @@ _E32_P3 = _F(4.1665795894e-2)
 _E32_P4 = _F(1.6666665459e-1)
 _E32_P5 = _F(5.0000001201e-1)
 _F32_ONE = _F(1.0)
+_F32_MAGIC = _F(12582912.0)     # 1.5 * 2^23: x + magic - magic rounds x to an integer
 _F32_ZERO = _F(0.0)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _exp32_core(x, err):
-    """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32."""
+    """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32.
+    err is dropped where x is clamped (there it may be inf - inf = NaN)."""
     xc = x
     if xc < _E32_LO:
         xc = _E32_LO
+        err = _F32_ZERO
     if xc > _E32_HI:
         xc = _E32_HI
-    nf = np.rint(xc * _E32_LOG2E)
+        err = _F32_ZERO
+    kf = xc * _E32_LOG2E + _F32_MAGIC    # rounds to an integer n held in kf's low bits
+    nf = kf - _F32_MAGIC
     r = xc - nf * _E32_C1
     r = r - nf * _E32_C2
     r = r + err
@@ -124,7 +158,7 @@ def _exp32_core(x, err):
     p = p * r + _E32_P4
     p = p * r + _E32_P5
     p = p * (r * r) + r + _F32_ONE
-    return _ldexp2(p, nf)
+    return _scale_by_kf(p, kf)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -136,6 +170,7 @@ def exp32(x):
 _E64_LO = -746.0            # exp(-746) < 2^-1075: rounds to 0
 _E64_HI = 710.0             # exp(710) > DBL_MAX
 _E64_LOG2E = 1.4426950408889634
+_E64_MAGIC = 6755399441055744.0     # 1.5 * 2^52
 _E64_LN2HI = 6.93147180369123816490e-01     # 0x3fe62e42fee00000
 _E64_LN2LO = 1.90821492927058770002e-10
 # exp(r) = 1 + r + r^2 * (Q0 + Q1 r + ... + Q9 r^9) on [-ln2/2, ln2/2], Chebyshev fit (mpmath),
@@ -152,9 +187,12 @@ def _exp64_core(x, err):
     xc = x
     if xc < _E64_LO:
         xc = _E64_LO
+        err = 0.0
     if xc > _E64_HI:
         xc = _E64_HI
-    nf = np.rint(xc * _E64_LOG2E)
+        err = 0.0
+    kf = xc * _E64_LOG2E + _E64_MAGIC
+    nf = kf - _E64_MAGIC
     r = xc - nf * _E64_LN2HI
     r = r - nf * _E64_LN2LO
     r = r + err
@@ -168,7 +206,7 @@ def _exp64_core(x, err):
     p = p * r + _Q1
     p = p * r + _Q0
     p = p * (r * r) + r + 1.0
-    return _ldexp2(p, nf)
+    return _scale_by_kf(p, kf)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -268,9 +306,7 @@ def exp32d(x, m):
     """exp(x - m), float32, the subtraction made exact by 2Sum."""
     d = x - m
     bp = d - x
-    err = (x - (d - bp)) + (-m - bp)
-    if not (abs(err) < _F32_ONE):  # inf - inf or NaN: no correction
-        err = _F32_ZERO
+    err = (x - (d - bp)) + (-m - bp)   # x = -inf: NaN, dropped by the clamp in the core
     return _exp32_core(d, err)
 
 
@@ -280,8 +316,6 @@ def exp64d(x, m):
     d = x - m
     bp = d - x
     err = (x - (d - bp)) + (-m - bp)
-    if not (abs(err) < 1.0):
-        err = 0.0
     return _exp64_core(d, err)
 
 

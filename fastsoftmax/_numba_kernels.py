@@ -12,8 +12,8 @@ Design
   cross-entropy) use the plain exp(x - m): the weights e^(x - m) damp the large-|x - m| errors.
 * Sums are loop-carried ``_radd`` (an fadd carrying only the ``reassoc`` flag), so LLVM vectorizes
   the reduction while every other instruction keeps strict IEEE semantics; maxima are
-  ``llvm.maxnum`` (``_fmax``), which vectorizes without fast-math flags and skips NaN (a NaN in a
-  row is caught through the sum instead).  No kernel is compiled with fast-math.
+  ``llvm.maxnum`` with nnan (``_fmax``): the max of a row holding a NaN is unspecified, and the
+  NaN is caught through the sum instead.  No kernel is compiled with fast-math.
 * Accumulators: ``s`` (sum of exp) and every other sum is float64 for float32 and float64 input.
   ``m`` (running max) has the input dtype.
 * In place (``out`` is ``x``, ``grad`` is ``logits``): the kernels take ``x=None`` and read the
@@ -81,7 +81,12 @@ def _radd(typingctx, a, b):
 
 @intrinsic
 def _fmax(typingctx, a, b):
-    """llvm.maxnum(a, b): the larger, the other operand when one is NaN; vectorizes."""
+    """llvm.maxnum(a, b) with the nnan flag: the larger of two non-NaN numbers (a plain vmaxps).
+
+    With a NaN operand the result is unspecified, so a max over a row holding a NaN may be any
+    of its values or NaN.  Every kernel is written so that this does not matter: the NaN then
+    reaches the sum (s, t) and the row's result is NaN whatever m was.  (Without nnan, maxnum's
+    NaN fix-up makes the max pass 3-4x slower.)"""
     if not (isinstance(a, types.Float) and a == b):
         return None
 
@@ -89,7 +94,7 @@ def _fmax(typingctx, a, b):
         fty = args[0].type
         name = "llvm.maxnum.f32" if a.bitwidth == 32 else "llvm.maxnum.f64"
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, fty]), name)
-        return builder.call(fn, args)
+        return builder.call(fn, args, fastmath=("nnan", "nsz"))
 
     return a(a, b), codegen
 
@@ -128,7 +133,8 @@ _INF = np.inf
 # negative-index wraparound a select, and the vectorizer then emits gathers.
 @njit(**_JIT)
 def _max1(v):
-    """max(v), NaN skipped (llvm.maxnum); NaN only when every element is NaN."""
+    """max(v), NaN skipped (llvm.maxnum); NaN only when every element is NaN.  (Four
+    accumulators side by side trip an assertion in LLVM 20's loop vectorizer: keep one.)"""
     m = v[0]
     for j in range(1, v.shape[0]):
         m = _fmax(m, v[j])
@@ -250,8 +256,11 @@ def _online_pass1(x, o, j0, j1, log, bm, bs):
         vb = src[a:e_]
         m = _max1(vb)
         bm[b] = m
-        if m == -_INF:
+        if m == -_INF:  # all -inf, or -inf and NaN (the max of a row with a NaN is unspecified)
             bs[b] = 0.0
+            for j in range(vb.shape[0]):
+                if vb[j] != vb[j]:
+                    bs[b] = _NAN
             if not log:
                 o[a:e_] = 0.0
         elif not np.isfinite(m):
