@@ -30,13 +30,41 @@ nnan/ninf would break the special cases.  Measured accuracy (tests/, /tmp scratc
 exhaustive over all float32 inputs, float64 exp and log sampled against long double / mpmath; all
 within 1 ULP of the correctly rounded result.
 """
+import warnings
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["exp32", "exp64", "exp32d", "exp64d", "log32", "log64", "fexp", "fexpd", "flog",
+__all__ = ["cjit", "exp32", "exp64", "exp32d", "exp64d", "log32", "log64", "fexp", "fexpd", "flog",
            "exp_array", "log_array"]
+
+
+# ----------------------------------------------------------------------------- caching
+_cache_warned = False
+
+
+def cjit(**opts):
+    """``numba.njit(cache=True, **opts)``, or without the on-disk cache where Numba has nowhere
+    to write it (a read-only install, no writable NUMBA_CACHE_DIR or user cache directory):
+    Numba raises RuntimeError at decoration then, which would make the backend unimportable.
+    The kernels then compile in each process (one warning says so)."""
+    def deco(f):
+        global _cache_warned
+        try:
+            return njit(cache=True, **opts)(f)
+        except RuntimeError as exc:
+            if "cannot cache" not in str(exc):
+                raise
+            if not _cache_warned:
+                _cache_warned = True
+                warnings.warn(
+                    f"fastsoftmax: Numba cannot cache its compiled kernels here ({exc}); they "
+                    "will compile again in every process. Set NUMBA_CACHE_DIR to a writable "
+                    "directory to keep them.", RuntimeWarning, stacklevel=2)
+            return njit(**opts)(f)
+    return deco
 
 
 # ----------------------------------------------------------------------------- bit tricks
@@ -136,7 +164,7 @@ _F32_MAGIC = _F(12582912.0)     # 1.5 * 2^23: x + magic - magic rounds x to an i
 _F32_ZERO = _F(0.0)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def _exp32_core(x, err):
     """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32.
     err is dropped where x is clamped (there it may be inf - inf = NaN)."""
@@ -161,7 +189,7 @@ def _exp32_core(x, err):
     return _scale_by_kf(p, kf)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def exp32(x):
     """exp of a float32 scalar, in float32 arithmetic (vectorizable)."""
     return _exp32_core(x, _F32_ZERO)
@@ -181,7 +209,7 @@ _E64_Q = (0.5000000000000001, 0.16666666666666669, 0.04166666666662317, 0.008333
 _Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7, _Q8, _Q9 = _E64_Q
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def _exp64_core(x, err):
     """exp(x + err) for float64 x and a tiny correction err (|err| <= ulp(x))."""
     xc = x
@@ -209,7 +237,7 @@ def _exp64_core(x, err):
     return _scale_by_kf(p, kf)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def exp64(x):
     """exp of a float64 scalar (vectorizable)."""
     return _exp64_core(x, 0.0)
@@ -233,7 +261,7 @@ _MANT = 0x000fffffffffffff
 _INF = np.inf
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def log64(x):
     """log of a float64 scalar (vectorizable, one division)."""
     xs = x
@@ -263,7 +291,7 @@ def log64(x):
     return r
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def log32(x):
     """log of a float32 scalar: computed in float64, rounded once to float32."""
     return np.float32(log64(np.float64(x)))
@@ -301,7 +329,7 @@ def _ov_fexp(x):
         return lambda x: exp64(x)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def exp32d(x, m):
     """exp(x - m), float32, the subtraction made exact by 2Sum."""
     d = x - m
@@ -310,7 +338,7 @@ def exp32d(x, m):
     return _exp32_core(d, err)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@cjit(error_model="numpy", fastmath={"contract"})
 def exp64d(x, m):
     """exp(x - m), float64, the subtraction made exact by 2Sum."""
     d = x - m
@@ -337,14 +365,14 @@ def _ov_flog(x):
         return lambda x: log64(x)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@cjit(nogil=True, error_model="numpy")
 def exp_array(x, out):
     """out[i] = exp(x[i]) for 1-D arrays; exactly the exp the kernels use."""
     for i in range(x.shape[0]):
         out[i] = fexp(x[i])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@cjit(nogil=True, error_model="numpy")
 def log_array(x, out):
     """out[i] = log(x[i]) for 1-D arrays; exactly the log the kernels use."""
     for i in range(x.shape[0]):

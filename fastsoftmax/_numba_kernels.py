@@ -48,22 +48,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_exp import exp_array, fexp, fexpd, log64, log_array
+from ._numba_exp import cjit, exp_array, fexp, fexpd, log64, log_array
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+_JIT = dict(nogil=True, error_model="numpy")   # + cache=True (cjit)
 
 _BLOCK = 2048          # online softmax block (elements); a block stays in L1
 _SUB = 512             # sums: input-dtype partial sums over _SUB elements, added in float64
 _SMALL_N = 48          # rows up to this length use the many-rows-at-once kernel
 _SMALL_BLOCK = 4096    # elements per group of small rows
 _ONLINE_N = 1 << 17    # "auto": rows at least this long use the online kernel
-_MIN_WORK = 1 << 16    # elements per thread below which another thread does not pay
+_MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
+                       # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
+_SMALL_COST = 3        # rows of <= _SMALL_N elements cost ~3x more per element
 
 
 # ------------------------------------------------------------------------------- primitives
@@ -131,7 +133,7 @@ _INF = np.inf
 # ------------------------------------------------------------------ 1-D building blocks
 # Loops index from 0 over slices: an index that LLVM cannot prove non-negative makes Numba's
 # negative-index wraparound a select, and the vectorizer then emits gathers.
-@njit(**_JIT)
+@cjit(**_JIT)
 def _max1(v):
     """max(v), NaN skipped (llvm.maxnum); NaN only when every element is NaN.  (Four
     accumulators side by side trip an assertion in LLVM 20's loop vectorizer: keep one.)"""
@@ -141,7 +143,7 @@ def _max1(v):
     return m
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _sumexp1(v, m):
     """sum exp(v - m) in float64 (partial sums of _SUB elements in v's dtype)."""
     n = v.shape[0]
@@ -155,7 +157,7 @@ def _sumexp1(v, m):
     return s
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _expstore1(x, o, m):
     """o = exp(src - m), returns sum(o) in float64 (partial sums of _SUB elements in the
     input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
@@ -175,7 +177,7 @@ def _expstore1(x, o, m):
     return s
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _expstore1x(x, o, m):
     """_expstore1 with the max terms counted apart (as in _sumexp1), for the log(s) of
     cross-entropy."""
@@ -201,13 +203,13 @@ def _expstore1x(x, o, m):
     return s
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _scale1(o, c):
     for j in range(o.shape[0]):
         o[j] = o[j] * c
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _logout1(x, o, m, ls):
     """o = (src - m) - ls; x None: src is o."""
     src = _pick(x, o)
@@ -216,7 +218,7 @@ def _logout1(x, o, m, ls):
 
 
 # ------------------------------------------------------------------------ rows: three-pass
-@njit(**_JIT)
+@cjit(**_JIT)
 def _softmax_row(x, o, log):
     """One row, three passes.  x is None: in place, the input is o."""
     src = _pick(x, o)
@@ -234,7 +236,7 @@ def _softmax_row(x, o, log):
         _scale1(o, _like(m, 1.0 / s))
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _softmax_rows3(x, out, r0, r1, log):
     for i in range(r0, r1):
         if x is None:
@@ -244,7 +246,7 @@ def _softmax_rows3(x, out, r0, r1, log):
 
 
 # --------------------------------------------------------------------------- rows: online
-@njit(**_JIT)
+@cjit(**_JIT)
 def _online_pass1(x, o, j0, j1, log, bm, bs):
     """Block statistics of src[j0:j1] (j0 a multiple of _BLOCK): bm[b] = block max,
     bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o unless log.
@@ -274,7 +276,7 @@ def _online_pass1(x, o, j0, j1, log, bm, bs):
         b += 1
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _merge_blocks(bm, bs):
     """(m, s, ok) of the merged block statistics; ok is False when the row is not finite
     (a NaN or +inf max, a NaN sum, or all -inf)."""
@@ -290,7 +292,7 @@ def _merge_blocks(bm, bs):
     return m, s, s == s
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _online_pass2(x, o, j0, j1, log, bm, m, s):
     """Second pass over src[j0:j1]: softmax scales each block by exp(bm - m) / s, log_softmax
     writes (src - m) - log(s)."""
@@ -309,7 +311,7 @@ def _online_pass2(x, o, j0, j1, log, bm, m, s):
             b += 1
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _softmax_rows_online(x, out, r0, r1, log):
     n = out.shape[1]
     nb = (n + _BLOCK - 1) // _BLOCK
@@ -336,7 +338,7 @@ def _softmax_rows_online(x, out, r0, r1, log):
 
 
 # ---------------------------------------------------------------------- rows: many short rows
-@njit(**_JIT)
+@cjit(**_JIT)
 def _softmax_small(x, out, r0, r1, log):
     """Rows of length n <= _SMALL_N: a group of R rows at once, one flat exp loop per group."""
     src = _pick(x, out)
@@ -383,7 +385,7 @@ def _softmax_small(x, out, r0, r1, log):
 
 
 # ------------------------------------------------------------------------------ inner > 1
-@njit(**_JIT)
+@cjit(**_JIT)
 def _softmax_inner(x, out, o0, o1, k0, k1, log):
     """(outer, n, inner) reduced along axis 1, vectorized along the inner axis [k0, k1)."""
     src = _pick(x, out)
@@ -432,7 +434,7 @@ def _softmax_inner(x, out, o0, o1, k0, k1, log):
 
 
 # ------------------------------------------------------------------------------- logsumexp
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_finish(m, t, k, want_sign):
     """scipy's shifted formula from the max m, the sum t of the non-max terms and the sum k of
     the weights of the max terms: (r, sgn), r NaN when it cannot be used."""
@@ -447,7 +449,7 @@ def _lse_finish(m, t, k, want_sign):
     return r, sgn
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_direct(S, want_sign):
     """The rare path: log|S|, sign(S) of S = sum b * exp(a)."""
     if want_sign:
@@ -457,7 +459,7 @@ def _lse_direct(S, want_sign):
     return math.log(S), np.sign(S)
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_row(a, b, want_sign):
     """(r, sgn) of one row a (b: None or the row's weights), scipy's semantics."""
     n = a.shape[0]
@@ -512,7 +514,7 @@ def _lse_row(a, b, want_sign):
     return r, sgn
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_rows(x, b, out, sign, r0, r1):
     """inner == 1: x, b (None or same shape) (rows, n); out, sign (None or) (rows,)."""
     want_sign = sign is not None
@@ -526,7 +528,7 @@ def _lse_rows(x, b, out, sign, r0, r1):
             sign[i] = sgn
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_small(x, out, sign, r0, r1):
     """inner == 1, b None, rows of length n <= _SMALL_N: groups of rows, one flat exp loop and
     one vectorized log1p / log loop per group (libm calls per row would dominate)."""
@@ -578,7 +580,7 @@ def _lse_small(x, out, sign, r0, r1):
                 sign[i] = sgn
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
     """inner > 1: x, b (outer, n, inner); out, sign (outer, inner); columns [k0, k1)."""
     n = x.shape[1]
@@ -638,7 +640,7 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
 
 
 # --------------------------------------------------------------------------- cross-entropy
-@njit(**_JIT)
+@cjit(**_JIT)
 def _wdiff_sum(v, w, m):
     """sum_j w_j * (v_j - m) in float64 (w None: all ones)."""
     s = 0.0
@@ -649,7 +651,7 @@ def _wdiff_sum(v, w, m):
     return s
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _ce_probs_pass(x, g, p, w, m, eps, eC):
     """Probability targets, one row: g = exp(src - m); returns (s, Q, qx) with
     q_j = w_j ((1 - eps) p_j + eps / C), Q = sum q, qx = sum q (x - m).  x None: src is g."""
@@ -670,7 +672,7 @@ def _ce_probs_pass(x, g, p, w, m, eps, eC):
     return s, Q, qx
 
 
-@njit(**_JIT)
+@cjit(**_JIT)
 def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0, r1):
     """Fused forward (+ backward when grad is not None) of cross-entropy over rows [r0, r1).
 
@@ -839,6 +841,8 @@ def softmax(x, out, log, method, nthreads):
         return
     x2 = None if src is None else src.reshape(outer, n)
     o2 = out.reshape(outer, n)
+    if n <= _SMALL_N:
+        work *= _SMALL_COST
     if method == "auto":
         method = "online" if n >= _ONLINE_N else "three_pass"
     if n <= _BLOCK:
@@ -885,6 +889,8 @@ def logsumexp(x, b, out, sign, nthreads):
     outer, n, inner = x.shape
     work = outer * n * inner
     if inner == 1:
+        if n <= _SMALL_N:
+            work *= _SMALL_COST
         x2 = x.reshape(outer, n)
         b2 = None if b is None else b.reshape(outer, n)
         s1 = None if sign is None else sign.reshape(outer)
@@ -900,7 +906,8 @@ def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale,
                   nthreads):
     N, C = logits.shape
     src = None if (grad is not None and _same(logits, grad)) else logits
-    _split_rows(_ce_rows, N, N * C * (2 if grad is not None else 1), nthreads,
+    work = N * C * (2 if grad is not None else 1) * (_SMALL_COST if C <= _SMALL_N else 1)
+    _split_rows(_ce_rows, N, work, nthreads,
                 (src, target, probs, weight, int(ignore_index), float(smoothing), float(scale),
                  loss, grad), ())
 
