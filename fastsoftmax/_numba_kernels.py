@@ -62,7 +62,6 @@ _BLOCK = 2048          # online softmax block (elements); a block stays in L1
 _SUB = 512             # sums: input-dtype partial sums over _SUB elements, added in float64
 _SMALL_N = 48          # rows up to this length use the many-rows-at-once kernel
 _SMALL_BLOCK = 4096    # elements per group of small rows
-_ONLINE_N = 1 << 17    # "auto": rows at least this long use the online kernel
 _MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
                        # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
 _SMALL_COST = 3        # rows of <= _SMALL_N elements cost ~3x more per element
@@ -204,6 +203,33 @@ def _expstore1x(x, o, m):
 
 
 @cjit(**_JIT)
+def _shiftstore1(x, o, m):
+    """o = src - m, returns sum exp(src - m) in float64; x None: src is o.  log_softmax writes
+    its output in this (compute-bound) pass, so the write-allocate traffic of a fresh output
+    overlaps the exps; the last pass then only subtracts log(s) in cache."""
+    src = _pick(x, o)
+    n = o.shape[0]
+    s = 0.0
+    for a in range(0, n, _SUB):
+        b = min(a + _SUB, n)
+        vb = src[a:b]
+        ob = o[a:b]
+        ps = _like(m, 0.0)
+        for j in range(ob.shape[0]):
+            d = vb[j] - m
+            ob[j] = d
+            ps = _radd(ps, fexp(d))
+        s += np.float64(ps)
+    return s
+
+
+@cjit(**_JIT)
+def _sub1(o, c):
+    for j in range(o.shape[0]):
+        o[j] = o[j] - c
+
+
+@cjit(**_JIT)
 def _scale1(o, c):
     for j in range(o.shape[0]):
         o[j] = o[j] * c
@@ -226,8 +252,8 @@ def _softmax_row(x, o, log):
     if log:
         if not np.isfinite(m):
             m = _like(m, 0.0)
-        s = _sumexp1(src, m)
-        _logout1(x, o, m, _like(m, math.log(s)))
+        s = _shiftstore1(x, o, m)
+        _sub1(o, _like(m, math.log(s)))
     else:
         if not np.isfinite(m):
             o[:] = _NAN
@@ -756,6 +782,75 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
                     gi[j] = gi[j] * c - sc * (wj * (e1 * pi[j] + eCd))
 
 
+@cjit(**_JIT)
+def _ce_small(x, target, weight, ignore_index, eps, scale, loss, grad, r0, r1):
+    """Class-index targets, C <= _SMALL_N: groups of rows, one flat (vectorized) exp loop and
+    one vectorized log loop per group; otherwise the same formulas as _ce_rows."""
+    src = _pick(x, grad)
+    C = src.shape[1]
+    eC = eps / C
+    sw = 0.0
+    if weight is None:
+        sw = np.float64(C)
+    else:
+        for j in range(C):
+            sw += np.float64(weight[j])
+    R = max(1, _SMALL_BLOCK // C)
+    sf = src.reshape(src.size)
+    mr = np.empty(R * C, src.dtype)
+    e = np.empty(R * C, src.dtype)
+    ss = np.empty(R, np.float64)
+    lg = np.empty(R, np.float64)
+    qx = np.empty(R, np.float64)
+    for base in range(r0, r1, R):
+        rows = min(R, r1 - base)
+        for r in range(rows):
+            xi = src[base + r]
+            m = _max1(xi)
+            if not np.isfinite(m):
+                m = _like(m, 0.0)
+            for j in range(C):
+                mr[r * C + j] = m
+            t = target[base + r]
+            q = 0.0
+            if t != ignore_index:
+                wt = 1.0 if weight is None else np.float64(weight[t])
+                q = (1.0 - eps) * wt * (np.float64(xi[t]) - np.float64(m))
+                if eps > 0.0:
+                    q += eC * _wdiff_sum(xi, weight, m)
+            qx[r] = q
+        xb = sf[base * C:(base + rows) * C]
+        for k in range(xb.shape[0]):
+            e[k] = fexp(xb[k] - mr[k])
+        for r in range(rows):
+            sr = 0.0
+            for j in range(C):
+                sr += np.float64(e[r * C + j])
+            ss[r] = sr
+        for r in range(rows):           # vectorized log over the group
+            lg[r] = log64(ss[r])
+        for r in range(rows):
+            i = base + r
+            t = target[i]
+            if t == ignore_index:
+                loss[i] = 0.0
+                if grad is not None:
+                    grad[i, :] = 0.0
+                continue
+            wt = 1.0 if weight is None else np.float64(weight[t])
+            Q = (1.0 - eps) * wt + eC * sw
+            sr = ss[r]
+            loss[i] = Q * lg[r] - qx[r]
+            if grad is not None:
+                gi = grad[i]
+                c = Q / sr * scale
+                for j in range(C):
+                    wj = 1.0 if weight is None else np.float64(weight[j])
+                    gi[j] = np.float64(e[r * C + j]) * c - scale * eC * wj
+                qt = (1.0 - eps) * wt + eC * wt
+                gi[t] = scale * (np.float64(e[r * C + t]) * (Q / sr) - qt)
+
+
 # ---------------------------------------------------------------------------------- threads
 _pool = None
 _pool_size = 0
@@ -844,7 +939,9 @@ def softmax(x, out, log, method, nthreads):
     if n <= _SMALL_N:
         work *= _SMALL_COST
     if method == "auto":
-        method = "online" if n >= _ONLINE_N else "three_pass"
+        # measured: three_pass matches or beats online at every length here (a row that leaves
+        # L2 is read twice either way); online splits single long rows over threads below
+        method = "three_pass"
     if n <= _BLOCK:
         # one block: the online kernel would do exactly the three passes (block max, exp + sum,
         # scale), with more overhead per row
@@ -907,6 +1004,11 @@ def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale,
     N, C = logits.shape
     src = None if (grad is not None and _same(logits, grad)) else logits
     work = N * C * (2 if grad is not None else 1) * (_SMALL_COST if C <= _SMALL_N else 1)
+    if target is not None and C <= _SMALL_N:
+        _split_rows(_ce_small, N, work, nthreads,
+                    (src, target, weight, int(ignore_index), float(smoothing), float(scale),
+                     loss, grad), ())
+        return
     _split_rows(_ce_rows, N, work, nthreads,
                 (src, target, probs, weight, int(ignore_index), float(smoothing), float(scale),
                  loss, grad), ())
