@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 __all__ = ["cjit", "exp32", "exp64", "exp32d", "exp64d", "log32", "log64", "fexp", "fexpd", "flog",
-           "exp_array", "log_array"]
+           "fexpn", "exp_array", "log_array"]
 
 
 # ----------------------------------------------------------------------------- caching
@@ -125,6 +125,31 @@ def _scale_by_kf(typingctx, p, kf):
 
 
 @intrinsic
+def _scale_by_kf_neg(typingctx, p, kf):
+    """_scale_by_kf for n <= 0 only (exp of a non-positive argument): 2**(n + B) from the
+    exponent bits (B = 64 / 512 keeps it a normal number down to the underflow threshold), then
+    one multiplication by the constant 2**-B, where subnormal results round once.  Half the
+    integer work of the two-factor version."""
+    if not (isinstance(p, types.Float) and p == kf):
+        return None
+    bits = p.bitwidth
+    mant = 23 if bits == 32 else 52
+    bias = 127 if bits == 32 else 1023
+    B = 64 if bits == 32 else 512
+    magic_bits = 0x4B400000 if bits == 32 else 0x4338000000000000
+
+    def codegen(context, builder, sig, args):
+        pv, kv = args
+        fty = pv.type
+        ity = ir.IntType(bits)
+        e = builder.add(builder.bitcast(kv, ity), ir.Constant(ity, bias + B - magic_bits))
+        sc = builder.bitcast(builder.shl(e, ir.Constant(ity, mant)), fty)
+        return builder.fmul(builder.fmul(pv, sc), ir.Constant(fty, 2.0 ** -B))
+
+    return p(p, kf), codegen
+
+
+@intrinsic
 def _f64_as_i64(typingctx, x):
     if x != types.float64:
         return None
@@ -190,6 +215,27 @@ def _exp32_core(x, err):
 
 
 @cjit(error_model="numpy", fastmath={"contract"})
+def _exp32n_core(x, err):
+    """_exp32_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
+    xc = x
+    if xc < _E32_LO:
+        xc = _E32_LO
+        err = _F32_ZERO
+    kf = xc * _E32_LOG2E + _F32_MAGIC
+    nf = kf - _F32_MAGIC
+    r = xc - nf * _E32_C1
+    r = r - nf * _E32_C2
+    r = r + err
+    p = _E32_P0 * r + _E32_P1
+    p = p * r + _E32_P2
+    p = p * r + _E32_P3
+    p = p * r + _E32_P4
+    p = p * r + _E32_P5
+    p = p * (r * r) + r + _F32_ONE
+    return _scale_by_kf_neg(p, kf)
+
+
+@cjit(error_model="numpy", fastmath={"contract"})
 def exp32(x):
     """exp of a float32 scalar, in float32 arithmetic (vectorizable)."""
     return _exp32_core(x, _F32_ZERO)
@@ -235,6 +281,31 @@ def _exp64_core(x, err):
     p = p * r + _Q0
     p = p * (r * r) + r + 1.0
     return _scale_by_kf(p, kf)
+
+
+@cjit(error_model="numpy", fastmath={"contract"})
+def _exp64n_core(x, err):
+    """_exp64_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
+    xc = x
+    if xc < _E64_LO:
+        xc = _E64_LO
+        err = 0.0
+    kf = xc * _E64_LOG2E + _E64_MAGIC
+    nf = kf - _E64_MAGIC
+    r = xc - nf * _E64_LN2HI
+    r = r - nf * _E64_LN2LO
+    r = r + err
+    p = _Q9 * r + _Q8
+    p = p * r + _Q7
+    p = p * r + _Q6
+    p = p * r + _Q5
+    p = p * r + _Q4
+    p = p * r + _Q3
+    p = p * r + _Q2
+    p = p * r + _Q1
+    p = p * r + _Q0
+    p = p * (r * r) + r + 1.0
+    return _scale_by_kf_neg(p, kf)
 
 
 @cjit(error_model="numpy", fastmath={"contract"})
@@ -307,12 +378,19 @@ def fexp(x):
 
 
 def fexpd(x, m):
-    """exp(x - m) for float32 / float64 scalars inside njit code, with x - m taken exactly.
+    """exp(x - m) for float32 / float64 scalars inside njit code, for x <= m (m the max of a
+    row: the result is at most 1; x - m > 0 gives garbage), with x - m taken exactly (float32).
 
     The rounding error of d = x - m (up to ulp(d)/2, i.e. a relative error |d| * 2^-24 of the
     result in float32) is recovered by 2Sum and added to the reduced argument, so the result keeps
     the accuracy of exp itself however far x is below m.
     """
+    raise NotImplementedError  # pragma: no cover
+
+
+def fexpn(d):
+    """exp(d) for d <= 0 or NaN (an argument x - max): no overflow handling, cheaper scaling;
+    d > 0 gives garbage.  njit only."""
     raise NotImplementedError  # pragma: no cover
 
 
@@ -335,7 +413,7 @@ def exp32d(x, m):
     d = x - m
     bp = d - x
     err = (x - (d - bp)) + (-m - bp)   # x = -inf: NaN, dropped by the clamp in the core
-    return _exp32_core(d, err)
+    return _exp32n_core(d, err)
 
 
 @cjit(error_model="numpy", fastmath={"contract"})
@@ -344,7 +422,7 @@ def exp64d(x, m):
     d = x - m
     bp = d - x
     err = (x - (d - bp)) + (-m - bp)
-    return _exp64_core(d, err)
+    return _exp64n_core(d, err)
 
 
 @overload(fexpd, inline="always")
@@ -354,7 +432,15 @@ def _ov_fexpd(x, m):
     if x == types.float64 and m == types.float64:
         # float64: exp of the rounded difference, like scipy / NumPy (the tests' oracle runs
         # scipy in float64; exp64d is more exact but then differs from it by |x - m| * 2^-53)
-        return lambda x, m: exp64(x - m)
+        return lambda x, m: _exp64n_core(x - m, 0.0)
+
+
+@overload(fexpn, inline="always")
+def _ov_fexpn(d):
+    if d == types.float32:
+        return lambda d: _exp32n_core(d, _F32_ZERO)
+    if d == types.float64:
+        return lambda d: _exp64n_core(d, 0.0)
 
 
 @overload(flog, inline="always")

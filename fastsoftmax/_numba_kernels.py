@@ -52,7 +52,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_exp import cjit, exp_array, fexp, fexpd, log64, log_array
+from ._numba_exp import cjit, exp_array, fexp, fexpd, fexpn, log64, log_array
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
@@ -144,14 +144,14 @@ def _max1(v):
 
 @cjit(**_JIT)
 def _sumexp1(v, m):
-    """sum exp(v - m) in float64 (partial sums of _SUB elements in v's dtype)."""
+    """sum exp(v - m) in float64 (partial sums of _SUB elements in v's dtype); m = max(v)."""
     n = v.shape[0]
     s = 0.0
     for a in range(0, n, _SUB):
         vb = v[a:min(a + _SUB, n)]
         ps = _like(m, 0.0)
         for j in range(vb.shape[0]):
-            ps = _radd(ps, fexp(vb[j] - m))
+            ps = _radd(ps, fexpn(vb[j] - m))
         s += np.float64(ps)
     return s
 
@@ -177,7 +177,7 @@ def _expstore1(x, o, m):
 
 
 @cjit(**_JIT)
-def _expstore1x(x, o, m):
+def _expstore1x(x, o, m, neg):
     """_expstore1 with the max terms counted apart (as in _sumexp1), for the log(s) of
     cross-entropy."""
     src = _pick(x, o)
@@ -193,7 +193,10 @@ def _expstore1x(x, o, m):
         pk = zero
         for j in range(ob.shape[0]):
             v = vb[j]
-            e = fexp(v - m)
+            if neg:
+                e = fexpn(v - m)
+            else:
+                e = fexp(v - m)
             ob[j] = e
             ps = _radd(ps, e if v != m else zero)
             pk = _radd(pk, one if v == m else zero)
@@ -203,7 +206,7 @@ def _expstore1x(x, o, m):
 
 
 @cjit(**_JIT)
-def _shiftstore1(x, o, m):
+def _shiftstore1(x, o, m, neg):
     """o = src - m, returns sum exp(src - m) in float64; x None: src is o.  log_softmax writes
     its output in this (compute-bound) pass, so the write-allocate traffic of a fresh output
     overlaps the exps; the last pass then only subtracts log(s) in cache."""
@@ -218,7 +221,10 @@ def _shiftstore1(x, o, m):
         for j in range(ob.shape[0]):
             d = vb[j] - m
             ob[j] = d
-            ps = _radd(ps, fexp(d))
+            if neg:
+                ps = _radd(ps, fexpn(d))
+            else:
+                ps = _radd(ps, fexp(d))
         s += np.float64(ps)
     return s
 
@@ -250,9 +256,10 @@ def _softmax_row(x, o, log):
     src = _pick(x, o)
     m = _max1(src)
     if log:
-        if not np.isfinite(m):
+        neg = np.isfinite(m)        # m = max: every x - m <= 0
+        if not neg:
             m = _like(m, 0.0)
-        s = _shiftstore1(x, o, m)
+        s = _shiftstore1(x, o, m, neg)
         _sub1(o, _like(m, math.log(s)))
     else:
         if not np.isfinite(m):
@@ -387,8 +394,12 @@ def _softmax_small(x, out, r0, r1, log):
             for j in range(n):
                 mr[r * n + j] = m
         sb = sf[base * n:(base + rows) * n]
-        for k in range(sb.shape[0]):
-            e[k] = fexpd(sb[k], mr[k])
+        if log:     # m may be 0 for a non-finite row here: the general exp
+            for k in range(sb.shape[0]):
+                e[k] = fexp(sb[k] - mr[k])
+        else:
+            for k in range(sb.shape[0]):
+                e[k] = fexpd(sb[k], mr[k])
         for r in range(rows):
             s = 0.0
             for j in range(n):
@@ -514,7 +525,7 @@ def _lse_row(a, b, want_sign):
             if b is None:
                 for j in range(ab.shape[0]):
                     v = ab[j]
-                    ev = fexp(v - m)
+                    ev = fexpn(v - m)
                     pt = _radd(pt, ev if v != m else zero)
                     pk = _radd(pk, one if v == m else zero)
             else:
@@ -522,7 +533,7 @@ def _lse_row(a, b, want_sign):
                 for j in range(ab.shape[0]):
                     v = ab[j]
                     bj = bb[j]
-                    ev = bj * fexp(v - m)
+                    ev = bj * fexpn(v - m)
                     pt = _radd(pt, ev if (v != m and bj != zero) else zero)
                     pk = _radd(pk, bj if v == m else zero)
             t += np.float64(pt)
@@ -578,7 +589,7 @@ def _lse_small(x, out, sign, r0, r1):
         zero = _like(mr[0], 0.0)
         for k in range(xb.shape[0]):
             v = xb[k]
-            e[k] = fexp(v - mr[k]) if v != mr[k] else zero
+            e[k] = fexpn(v - mr[k]) if v != mr[k] else zero
         for r in range(rows):
             t = 0.0
             kk = 0.0
@@ -637,7 +648,7 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
                 for k in range(K):
                     v = xr[k]
                     mk = m[k]
-                    ev = np.float64(fexp(v - mk))
+                    ev = np.float64(fexpn(v - mk))
                     t[k] += ev if v != mk else 0.0
                     kk[k] += 1.0 if v == mk else 0.0
             else:
@@ -646,7 +657,7 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
                     v = xr[k]
                     mk = m[k]
                     bj = np.float64(br[k])
-                    ev = bj * np.float64(fexp(v - mk))
+                    ev = bj * np.float64(fexpn(v - mk))
                     t[k] += ev if (v != mk and bj != 0.0) else 0.0
                     kk[k] += bj if v == mk else 0.0
         for k in range(K):
@@ -678,7 +689,7 @@ def _wdiff_sum(v, w, m):
 
 
 @cjit(**_JIT)
-def _ce_probs_pass(x, g, p, w, m, eps, eC):
+def _ce_probs_pass(x, g, p, w, m, eps, eC, neg):
     """Probability targets, one row: g = exp(src - m); returns (s, Q, qx) with
     q_j = w_j ((1 - eps) p_j + eps / C), Q = sum q, qx = sum q (x - m).  x None: src is g."""
     src = _pick(x, g)
@@ -688,7 +699,10 @@ def _ce_probs_pass(x, g, p, w, m, eps, eC):
     qx = 0.0
     for j in range(g.shape[0]):
         v = src[j]
-        ev = fexp(v - m)
+        if neg:
+            ev = fexpn(v - m)
+        else:
+            ev = fexp(v - m)
         g[j] = ev
         s = _radd(s, np.float64(ev))
         wj = 1.0 if w is None else np.float64(w[j])
@@ -732,7 +746,8 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
                     grad[i, :] = 0.0
                 continue
         m = _max1(xi)
-        if not np.isfinite(m):
+        neg = np.isfinite(m)
+        if not neg:
             m = _like(m, 0.0)
         m64 = np.float64(m)
         s = 0.0
@@ -746,14 +761,14 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
                 qx += eC * _wdiff_sum(xi, weight, m)
             Q = (1.0 - eps) * wt + eC * sw
             if x is None:
-                s = _expstore1x(None, dst, m)
+                s = _expstore1x(None, dst, m, neg)
             else:
-                s = _expstore1x(xi, dst, m)
+                s = _expstore1x(xi, dst, m, neg)
         if probs is not None:
             if x is None:
-                s, Q, qx = _ce_probs_pass(None, dst, probs[i], weight, m, eps, eC)
+                s, Q, qx = _ce_probs_pass(None, dst, probs[i], weight, m, eps, eC, neg)
             else:
-                s, Q, qx = _ce_probs_pass(xi, dst, probs[i], weight, m, eps, eC)
+                s, Q, qx = _ce_probs_pass(xi, dst, probs[i], weight, m, eps, eC, neg)
         loss[i] = Q * math.log(s) - qx
         if grad is not None:
             gi = grad[i]
