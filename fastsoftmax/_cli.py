@@ -156,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--file", metavar="FILE", help="tuning file to use (default: as above)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     t.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    # maintainers: print the tuning file as the BUILTIN literal of fastsoftmax/_tune.py
+    t.add_argument("--emit-builtin", action="store_true", help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_tune)
     return p
 
@@ -431,7 +433,9 @@ def plot(doc: dict, path: str) -> None:
              if any(p in sp for _, sp in rows)]
     if not rows or not peers:
         raise RuntimeError("nothing to plot: no case has both a fastsoftmax result and a peer")
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) * max(1, len(peers) / 2) + 1.5))
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(9, len(rows) * (0.16 * len(peers) + 0.25) + 1.5))
     h = 0.8 / len(peers)
     for k, p in enumerate(peers):
         ys = [i + k * h for i in range(len(rows))]
@@ -442,6 +446,7 @@ def plot(doc: dict, path: str) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="k", lw=0.8)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel("speedup (t_peer / t_fastsoftmax, median of paired repetitions)")
     m = doc["environment"]["machine"]
     ax.set_title(f"fastsoftmax {doc['environment']['versions']['fastsoftmax']} on {m['cpu']}",
@@ -466,6 +471,15 @@ def cmd_tune(args) -> int:
     if args.show:
         print(show_table(path))
         return 0
+    if args.emit_builtin:
+        doc, why = _tune.read_file(path)
+        if doc is None or why is not None:
+            raise RuntimeError(f"no usable tuning file at {path}: {why or 'missing'}")
+        print("BUILTIN: dict[str, str] = {")
+        for k, v in _tune.builtin_from_entries(doc["entries"]).items():
+            print(f"    {k!r}: {v!r},")
+        print("}")
+        return 0
     ops = _flatten(args.op)
     dtypes = _flatten(args.dtype)
     for o in ops or ():
@@ -486,6 +500,13 @@ def cmd_tune(args) -> int:
     })
     print(show_table(path))
     return 0
+
+
+def _default_choice() -> str:
+    from . import _dispatch
+
+    first = [b for b in _dispatch.available_backends() if b != "numpy"]
+    return f"{first[0]}/auto" if first else "numpy/auto"
 
 
 def show_table(path: str) -> str:
@@ -511,13 +532,16 @@ def show_table(path: str) -> str:
         entries = doc["entries"]
     if entries:
         lines.append(f"{'op':13s} {'dtype':8s} {'size class':28s} {'thr':4s} "
-                     f"{'winner':22s} {'margin':>7s}")
+                     f"{'choice':18s} {'fastest':18s} {'gain':>6s}")
         for key in sorted(entries):
             op, dt, cls, tc = key.split("|")
             e = entries[key]
             win = f"{e['backend']}/{e['method']}"
-            margin = e.get("margin")
-            ms = f"{margin:.2f}x" if isinstance(margin, (int, float)) else ""
-            lines.append(f"{op:13s} {dt:8s} {cls:28s} {tc:4s} {win:22s} {ms:>7s}")
-        lines.append("margin: how much slower the runner-up is (median of paired ratios)")
+            gain = e.get("gain")
+            gs = f"{gain:.2f}x" if isinstance(gain, (int, float)) else ""
+            lines.append(f"{op:13s} {dt:8s} {cls:28s} {tc:4s} {win:18s} "
+                         f"{str(e.get('fastest', '')):18s} {gs:>6s}")
+        lines.append(f"gain: t_default / t_fastest (median of paired ratios); the fastest "
+                     f"replaces the default ({_default_choice()}) only from "
+                     f"{_tune.MIN_GAIN:.2f}x")
     return "\n".join(lines)

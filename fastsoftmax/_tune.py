@@ -215,6 +215,18 @@ def read_file(path: str) -> tuple[dict | None, str | None]:
     return doc, why
 
 
+def builtin_from_entries(entries: dict) -> dict[str, str]:
+    """The ``BUILTIN`` literal from a tuning file's entries: only the classes whose choice differs
+    from the default (the others need no entry)."""
+    out = {}
+    for key in sorted(entries):
+        e = entries[key]
+        choice = f"{e['backend']}/{e['method']}"
+        if choice != e.get("default"):
+            out[key] = choice
+    return out
+
+
 def builtin_table() -> dict[str, tuple[str, str]]:
     return {k: tuple(v.split("/", 1)) for k, v in BUILTIN.items()}
 
@@ -348,13 +360,21 @@ def plan(*, ops=None, dtypes=None, threads=None, quick=False) -> list[dict]:
     return items
 
 
-def _candidates(op: str) -> list[tuple[str, str]]:
+MIN_GAIN = 1.05  # a winner must beat the default choice by this much to replace it
+
+
+def _candidates(op: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    """(every (backend, method) to measure, the default choice among them): the default is what
+    "auto" runs without a table, the first available backend of AUTO_ORDER with its own method
+    choice ("auto")."""
     backends = [b for b in _dispatch.available_backends() if b != "numpy"]
     if not backends:
         raise RuntimeError("no compiled backend is available here (see `fastsoftmax info`): "
                            "there is nothing to tune")
-    methods = METHODS if op in METHOD_OPS else ("auto",)
-    return [(b, m) for b in backends for m in methods]
+    default = (backends[0], "auto")
+    if op not in METHOD_OPS:
+        return [(b, "auto") for b in backends], default
+    return [default] + [(b, m) for b in backends for m in METHODS], default
 
 
 def _call(op: str, shape3, dtype, backend: str, method: str):
@@ -379,8 +399,14 @@ def _call(op: str, shape3, dtype, backend: str, method: str):
 
 
 def measure(items: list[dict], *, budget_s: float = 0.08, progress=None) -> dict:
-    """Measure every candidate (backend, method) of each planned item round-robin; returns the
-    file's ``entries``: key -> {"backend", "method", "shape", "threads", "times_s", "margin"}."""
+    """Measure every candidate (backend, method) of each planned item round-robin.
+
+    Returns the file's ``entries``: key -> {"backend", "method": the choice; "fastest": the
+    fastest candidate; "default": what "auto" runs without a table; "gain": median paired ratio
+    t_default / t_fastest; "times_s": candidate -> median seconds per call; "shape", "threads"}.
+    The choice is the fastest candidate when its gain is at least ``MIN_GAIN``, else the default
+    (a few percent is within the noise of a shared machine).
+    """
     from . import _bench
 
     old = _dispatch.get_num_threads()
@@ -390,19 +416,22 @@ def measure(items: list[dict], *, budget_s: float = 0.08, progress=None) -> dict
             if progress is not None:
                 progress(f"{it['op']} {it['dtype']} {it['class']} t{it['threads']}")
             _dispatch.set_num_threads(it["threads"])
-            cands = _candidates(it["op"])
+            cands, default = _candidates(it["op"])
             fns = {f"{b}/{m}": _call(it["op"], it["shape3"], it["dtype"], b, m)
                    for b, m in cands}
             tim, speed = _bench.measure(fns, budget_s=budget_s, sample_s=0.004, min_reps=5,
                                         max_reps=25)
             order = sorted(fns, key=lambda k: tim[k].median)
+            dflt = "/".join(default)
             best = order[0]
+            gain = speed[(best, dflt)] if best != dflt else 1.0
+            if gain < MIN_GAIN:  # within the noise of the default: keep the default
+                best = dflt
             b, m = best.split("/")
             ent = {"backend": b, "method": m, "shape": list(it["shape3"]),
-                   "threads": it["threads"],
+                   "threads": it["threads"], "default": dflt, "fastest": order[0],
+                   "gain": speed[(order[0], dflt)] if order[0] != dflt else 1.0,
                    "times_s": {k: tim[k].median for k in order}}
-            if len(order) > 1:
-                ent["margin"] = speed[(best, order[1])]
             entries[it["key"]] = ent
     finally:
         _dispatch.set_num_threads(old)

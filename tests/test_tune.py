@@ -226,11 +226,18 @@ def test_tune_writes_reads_and_resets(tune_file, capsys):
     assert keys == {it["key"] for it in _tune.plan(ops=["softmax", "logsumexp"],
                                                    dtypes=["float32"], threads=[1],
                                                    quick=True)}
+    default = f"{COMPILED[0]}/auto"
     for key, ent in doc["entries"].items():
         assert ent["backend"] in COMPILED
-        assert set(ent["times_s"]) == {f"{b}/{m}" for b in COMPILED for m in (
+        want = {f"{b}/{m}" for b in COMPILED for m in (
             _tune.METHODS if key.startswith("softmax|") else ("auto",))}
-        assert min(ent["times_s"].values()) == ent["times_s"][f"{ent['backend']}/{ent['method']}"]
+        if key.startswith("softmax|"):
+            want.add(default)
+        assert set(ent["times_s"]) == want
+        assert ent["default"] == default
+        assert min(ent["times_s"].values()) == ent["times_s"][ent["fastest"]]
+        choice = f"{ent['backend']}/{ent['method']}"
+        assert choice == (ent["fastest"] if ent["gain"] >= _tune.MIN_GAIN else default)
     assert str(tune_file) in out and "softmax" in out
     # "auto" uses the winners from now on
     key = next(k for k in keys if k.startswith("softmax|") and "rows>64,last" in k)
@@ -250,6 +257,28 @@ def test_tune_writes_reads_and_resets(tune_file, capsys):
     assert "removed" in capsys.readouterr().out
     assert not tune_file.exists()
     assert _tune.source() == "builtin"
+
+
+def test_builtin_from_entries_keeps_only_departures_from_the_default():
+    entries = {
+        "softmax|float32|n<=32,rows=1,last|t1": {"backend": "numba", "method": "online",
+                                                 "default": "cython/auto"},
+        "softmax|float32|n<=1K,rows=1,last|t1": {"backend": "cython", "method": "auto",
+                                                 "default": "cython/auto"},
+    }
+    assert _tune.builtin_from_entries(entries) == {
+        "softmax|float32|n<=32,rows=1,last|t1": "numba/online"}
+
+
+def test_emit_builtin(tune_file, capsys):
+    key = _tune.make_key("logsumexp", "float64", "n<=32,rows=1,last", "t1")
+    _tune.write_file(str(tune_file), {key: {"backend": "numpy", "method": "auto",
+                                            "default": "cython/auto"}}, {})
+    assert _cli.main(["tune", "--emit-builtin"]) == 0
+    out = capsys.readouterr().out
+    ns = {}
+    exec(out.replace("BUILTIN: dict[str, str]", "BUILTIN"), ns)
+    assert ns["BUILTIN"] == {key: "numpy/auto"}
 
 
 def test_tune_without_a_compiled_backend_fails_clearly(tune_file, monkeypatch, capsys):
