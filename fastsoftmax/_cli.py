@@ -127,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="FILE", help="write the results as JSON (schema in "
                                                   "docs/benchmarks.md)")
     b.add_argument("--plot", metavar="FILE.png", help="draw the speedups (needs matplotlib)")
+    b.add_argument("--markdown", action="store_true",
+                   help="print the results as a Markdown table (for docs/benchmarks.md)")
     b.add_argument("--list", action="store_true", help="list the cases and exit")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     b.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tiny shapes: tests
@@ -333,7 +335,7 @@ def cmd_bench(args) -> int:
     finally:
         prog.close()
     doc["elapsed_s"] = round(time.time() - t_start, 2)
-    print(format_table(doc))
+    print(format_markdown(doc) if args.markdown else format_table(doc))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1)
@@ -397,6 +399,34 @@ def format_table(doc: dict) -> str:
                  f"fastsoftmax {env['versions']['fastsoftmax']}, "
                  f"numpy {env['versions']['numpy']}, torch {env['versions']['torch']}; "
                  f"{doc.get('elapsed_s', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def format_markdown(doc: dict) -> str:
+    """One row per case: our best contender's throughput, the peers' and the speedups."""
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    head = ("| op | dtype | shape | thr | fastest of ours | GB/s | "
+            + " | ".join(f"{p} GB/s" for p in peers) + " | "
+            + " | ".join(f"vs {p}" for p in peers) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c in doc["cases"]:
+        ours = [r for r in c["results"] if r["kind"] == "ours"]
+        if not ours:
+            continue
+        best = min(ours, key=lambda r: r["median_s"])
+        by = {r["contender"]: r for r in c["results"]}
+        gbs = " | ".join(f"{by[p]['gb_per_s']:.2f}" if p in by else "-" for p in peers)
+        sp = " | ".join(_fmt_x(best["speedup"].get(p)) for p in peers)
+        name = best["contender"].replace("fastsoftmax", "").strip("[]").replace("] ", " ")
+        lines.append(f"| {c['op']} | {c['dtype']} | {c['shape_name']} | {c['threads']} | "
+                     f"{name} | {best['gb_per_s']:.2f} | {gbs} | {sp} |")
+    summ = summary(doc)
+    if summ:
+        lines.append("")
+        lines.append("Geometric mean speedup of our fastest contender: "
+                     + ", ".join(f"{v:.2f}x vs {p} ({n} cases)" for p, (v, n) in summ.items())
+                     + ".")
     return "\n".join(lines)
 
 

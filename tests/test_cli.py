@@ -316,3 +316,11 @@ def test_console_script_is_declared():
     with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
         meta = tomllib.load(fh)
     assert meta["project"]["scripts"]["fastsoftmax"] == "fastsoftmax._cli:main"
+
+
+def test_bench_markdown(capsys):
+    rc, out, _ = _run(TINY + ["--markdown"], capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("| op | dtype | shape | thr | fastest of ours | GB/s |")
+    assert lines[2].startswith("| softmax | float32 | 8x16 | 1 |")
