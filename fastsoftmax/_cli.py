@@ -54,6 +54,36 @@ class Progress:
             self.stream.flush()
 
 
+CASE_TIMEOUT_S = 300  # a case that runs longer is a hung kernel: dump the stacks and exit 1
+
+
+class _watchdog:
+    """Exit with status 1 and every thread's traceback when the block runs past ``seconds``: a
+    kernel that never returns (a deadlocked thread pool) must not hang a benchmark run."""
+
+    def __init__(self, seconds: float, what: str):
+        self.seconds, self.what = seconds, what
+
+    def __enter__(self):
+        import faulthandler
+
+        try:
+            sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # stderr captured in memory: no watchdog
+            self.active = False
+            return self
+        self.active = True
+        faulthandler.dump_traceback_later(self.seconds, exit=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            import faulthandler
+
+            faulthandler.cancel_dump_traceback_later()
+        return False
+
+
 # --------------------------------------------------------------------------------- parsing
 def _csv(kind):
     def parse(text):
@@ -330,8 +360,9 @@ def cmd_bench(args) -> int:
     try:
         for c in cases:
             prog.step(c.id)
-            doc["cases"].append(_bench.run_case(c, backends, methods=methods, peers=peers,
-                                                budget_s=budget, seed=args.seed))
+            with _watchdog(CASE_TIMEOUT_S, c.id):
+                doc["cases"].append(_bench.run_case(c, backends, methods=methods, peers=peers,
+                                                    budget_s=budget, seed=args.seed))
     finally:
         prog.close()
     doc["elapsed_s"] = round(time.time() - t_start, 2)
@@ -521,7 +552,8 @@ def cmd_tune(args) -> int:
     plan = _tune.plan(ops=ops, dtypes=dtypes, threads=args.threads, quick=args.quick)
     prog = Progress(len(plan), enabled=not args.no_progress)
     try:
-        entries = _tune.measure(plan, budget_s=args.budget, progress=prog.step)
+        with _watchdog(CASE_TIMEOUT_S * max(1, len(plan) // 4), "tune"):
+            entries = _tune.measure(plan, budget_s=args.budget, progress=prog.step)
     finally:
         prog.close()
     _tune.write_file(path, entries, {
