@@ -235,7 +235,7 @@ def builtin_table() -> dict[str, tuple[str, str]]:
 # The table is loaded once per process, on the first ``choose``: the environment variables and the
 # file are read then (``invalidate()`` makes the next call read them again; ``fastsoftmax tune``
 # calls it after writing).  Reading os.environ on every call would cost more than the lookup.
-_table: dict[str, tuple[str, str]] | None = None
+_table: list[dict[str, tuple[str, str]]] | None = None
 _memo: dict = {}
 _source = "builtin"
 _warned: set[str] = set()
@@ -243,7 +243,7 @@ _warned: set[str] = set()
 
 def _load() -> None:
     global _table, _source
-    table = builtin_table()
+    tables = []
     source = "builtin"
     path = tune_path()
     doc, why = read_file(path)
@@ -254,11 +254,12 @@ def _load() -> None:
             _warned.add(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=5)
     elif doc is not None:
-        table.update(_parse_entries(doc["entries"]))
+        tables.append(_parse_entries(doc["entries"]))
         source = path
+    tables.append(builtin_table())
     _memo.clear()
     _source = source
-    _table = table
+    _table = [t for t in tables if t]  # the file first, then the built-in table
 
 
 def invalidate() -> None:
@@ -278,11 +279,17 @@ def source() -> str:
 
 
 def _lookup(op: str, dname: str, shape3, tcls: str):
+    """The file's entry for this class (its thread class first, then the other), else the
+    built-in table's, else None."""
     base = f"{op}|{dname}|{size_class(shape3)}|"
-    hit = _table.get(base + tcls)
-    if hit is None:
-        hit = _table.get(base + ("tN" if tcls == "t1" else "t1"))
-    return hit
+    other = "tN" if tcls == "t1" else "t1"
+    for table in _table:
+        hit = table.get(base + tcls)
+        if hit is None:
+            hit = table.get(base + other)
+        if hit is not None:
+            return hit
+    return None
 
 
 def choose(op: str, dtype, shape3) -> tuple[str, str] | None:

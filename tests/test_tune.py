@@ -32,10 +32,13 @@ def _entry(backend, method):
     return {"backend": backend, "method": method}
 
 
-def _choose_quietly(*args):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _tune.choose(*args)
+def _builtin_choice(op, dtype, cls):
+    """What the built-in table gives at the current thread budget (its own class first)."""
+    builtin = _tune.builtin_table()
+    tcls = _tune.thread_class(fastsoftmax.get_num_threads())
+    other = {"t1": "tN", "tN": "t1"}[tcls]
+    return (builtin.get(_tune.make_key(op, dtype, cls, tcls))
+            or builtin.get(_tune.make_key(op, dtype, cls, other)))
 
 
 # --------------------------------------------------------------------------- size classes
@@ -84,7 +87,7 @@ def test_builtin_table_is_well_formed():
         assert cls in ops_classes[op] and dt in _tune.DTYPES and tcls in ("t1", "tN")
         backend, method = val.split("/")
         assert backend in _dispatch.BACKENDS
-        assert method in (_tune.METHODS if op in _tune.METHOD_OPS else ("auto",))
+        assert method in (("auto",) + _tune.METHODS if op in _tune.METHOD_OPS else ("auto",))
 
 
 # ---------------------------------------------------------------- reading a file by hand
@@ -100,12 +103,8 @@ def test_a_valid_file_drives_auto_dispatch(tune_file):
     assert (name, method) == ("numpy", "auto")
     assert _tune.source() == str(tune_file)
     # classes the file does not name fall back to the built-in table (or None: default order)
-    builtin = _tune.builtin_table()
-    tcls = _tune.thread_class(fastsoftmax.get_num_threads())
-    other = {"t1": "tN", "tN": "t1"}[tcls]
-    key32 = _tune.make_key("softmax", "float32", "n<=32,rows<=64,last", tcls)
-    assert _tune.choose("softmax", F32, (4, 8, 1)) == (
-        builtin.get(key32) or builtin.get(key32.replace(f"|{tcls}", f"|{other}")))
+    assert _tune.choose("softmax", F32, (4, 8, 1)) == _builtin_choice(
+        "softmax", "float32", "n<=32,rows<=64,last")
     x = np.random.default_rng(1).standard_normal((4, 8))
     from scipy import special
     np.testing.assert_allclose(fastsoftmax.softmax(x, axis=1), special.softmax(x, axis=1),
@@ -182,10 +181,7 @@ def test_stale_or_corrupt_file_warns_once_and_falls_back(tune_file, make, why):
     msgs = [str(w.message) for w in rec if issubclass(w.category, RuntimeWarning)]
     assert len(msgs) == 1, msgs
     assert str(tune_file) in msgs[0] and why in msgs[0] and "fastsoftmax tune" in msgs[0]
-    builtin = _tune.builtin_table()
-    assert got == (builtin.get(_tune.make_key("softmax", "float32", "n<=32,rows=1,last", "t1"))
-                   or builtin.get(_tune.make_key("softmax", "float32", "n<=32,rows=1,last",
-                                                 "tN")))
+    assert got == _builtin_choice("softmax", "float32", "n<=32,rows=1,last")
     assert _tune.source() == "builtin"
 
 
