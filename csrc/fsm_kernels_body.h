@@ -37,7 +37,7 @@ static inline double F(row_expsum_store)(const FT *x, FT *out, int64_t n, FT m)
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t i = 0; i < n; i++) {
-        FT e = EXP(x[i] - m);
+        FT e = EXPD(x[i], m);
         out[i] = e;
         s += (double)e;
     }
@@ -61,7 +61,7 @@ static inline void F(row_scale)(FT *y, int64_t n, FT c)
 static inline void F(row_exp_scale)(const FT *x, FT *y, int64_t n, FT m, FT c)
 {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = EXP(x[i] - m) * c;
+    for (int64_t i = 0; i < n; i++) y[i] = EXPD(x[i], m) * c;
 }
 
 static inline void F(row_shift)(const FT *x, FT *y, int64_t n, FT m, FT ls)
@@ -108,10 +108,16 @@ static void F(merge_stats)(const FT *ms, const double *ss, int k, FT *pm, double
 
 /* ================================================================ softmax, rows */
 
+/* the contract's rule for a non-finite row max: softmax gives an all-NaN row (m := NaN does it),
+   log_softmax shifts by 0 */
+static inline FT F(fix_max)(FT m, int log)
+{
+    return F(finite)(m) ? m : log ? (FT)0 : (FT)NAN;
+}
+
 static void F(softmax_row_3pass)(const FT *x, FT *y, int64_t n, int log)
 {
-    FT m = F(row_max)(x, n);
-    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
+    FT m = F(fix_max)(F(row_max)(x, n), log);
     if (!log) {
         double s = F(row_expsum_store)(x, y, n, m);
         F(row_scale)(y, n, (FT)(1.0 / s));
@@ -128,7 +134,7 @@ static void F(softmax_row_online)(const FT *x, FT *y, int64_t n, int log)
     int inf = 0;
     F(online_stats)(x, n, &m, &s, &inf);
     if (FSM_UNLIKELY(inf || !F(finite)(m))) {
-        m = 0;
+        m = F(fix_max)(inf ? (FT)INFINITY : m, log);
         s = F(row_expsum)(x, n, m);
     }
     if (!log)
@@ -151,11 +157,11 @@ static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, in
             const FT *xr = xg + r * n;
             FT m = xr[0];
             for (int64_t j = 1; j < n; j++) m = xr[j] > m ? xr[j] : m;
-            if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
-            for (int64_t j = 0; j < n; j++) t[r * n + j] = xr[j] - m;
+            m = F(fix_max)(m, log);
+            for (int64_t j = 0; j < n; j++) t[r * n + j] = m;     /* the row's max, per element */
         }
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) e[i] = EXP(t[i]);
+        for (int64_t i = 0; i < len; i++) e[i] = EXPD(xg[i], t[i]);
         for (int64_t r = 0; r < g; r++) {
             double s = 0.0;
             for (int64_t j = 0; j < n; j++) s += (double)e[r * n + j];
@@ -163,8 +169,8 @@ static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, in
                 FT c = (FT)(1.0 / s);
                 for (int64_t j = 0; j < n; j++) yg[r * n + j] = e[r * n + j] * c;
             } else {
-                FT ls = (FT)fsm_log_f64(s);
-                for (int64_t j = 0; j < n; j++) yg[r * n + j] = t[r * n + j] - ls;
+                FT ls = (FT)fsm_log_f64(s), m = t[r * n];
+                for (int64_t j = 0; j < n; j++) yg[r * n + j] = (xg[r * n + j] - m) - ls;
             }
         }
     }
@@ -209,15 +215,16 @@ static void F(softmax_tile)(const FT *x, FT *y, int64_t n, int64_t inner, int64_
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) m[c] = xr[c] > m[c] ? xr[c] : m[c];
     }
+    const FT mfix = log ? (FT)0 : (FT)NAN;
 #pragma omp simd
-    for (int64_t c = 0; c < w; c++) m[c] = (m[c] - m[c] == 0) ? m[c] : (FT)0;
+    for (int64_t c = 0; c < w; c++) m[c] = (m[c] - m[c] == 0) ? m[c] : mfix;
     for (int64_t j = 0; j < n; j++) {
         const FT *xr = x + j * inner + c0;
         FT *yr = y + j * inner + c0;
         if (!log) {
 #pragma omp simd
             for (int64_t c = 0; c < w; c++) {
-                FT e = EXP(xr[c] - m[c]);
+                FT e = EXPD(xr[c], m[c]);
                 yr[c] = e;
                 s[c] += (double)e;
             }
@@ -340,10 +347,15 @@ static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inn
         for (int t = 0; t < nt; t++) inf |= infs[t];
         F(merge_stats)(ms, ss, nt, &c.m, &c.s);
         if (FSM_UNLIKELY(inf || !F(finite)(c.m))) {
-            fsm_parallel(F(softmax_task_long_rare), &c, nt);
-            c.m = 0;
-            c.s = 0.0;
-            for (int t = 0; t < nt; t++) c.s += ss[t];
+            if (!log) {
+                c.m = NAN;     /* softmax: all-NaN row */
+                c.s = NAN;
+            } else {
+                fsm_parallel(F(softmax_task_long_rare), &c, nt);
+                c.m = 0;
+                c.s = 0.0;
+                for (int t = 0; t < nt; t++) c.s += ss[t];
+            }
         }
         fsm_parallel(F(softmax_task_long2), &c, nt);
     }
@@ -436,55 +448,28 @@ static void F(lse_row)(const FT *a, const FT *b, int64_t n, FT *out, FT *sign)
     F(lse_store)(r, sgn, a, b, n, 1, out, sign);
 }
 
-/* small rows: groups, one vector exp over the group */
+static void F(lse_tile)(const FT *a, const FT *b, FT *out, FT *sign, int64_t n, int64_t inner,
+                        int64_t c0, int64_t c1);
+
+/* small rows: a group of g rows is transposed into an (n, g) buffer, whose columns are then
+   reduced like inner > 1 (the loops run across rows, so they vectorize) */
 static void F(lse_rows_small)(const FT *a, const FT *b, FT *out, FT *sign, int64_t r0, int64_t r1,
                               int64_t n)
 {
-    FT t[FSM_GROUP];
-    FT mb[FSM_GROUP];
+    FT ta[FSM_GROUP], tb[FSM_GROUP];
     int64_t G = FSM_GROUP / n;
+    if (G > FSM_TILE) G = FSM_TILE;
     for (int64_t g0 = r0; g0 < r1; g0 += G) {
         int64_t g = r1 - g0 < G ? r1 - g0 : G;
         const FT *ag = a + g0 * n;
-        const FT *bg = b ? b + g0 * n : NULL;
-        int64_t len = g * n;
-        for (int64_t r = 0; r < g; r++) {
-            const FT *ar = ag + r * n;
-            FT m = -INFINITY;
-            if (!bg)
-                for (int64_t j = 0; j < n; j++) m = ar[j] > m ? ar[j] : m;
-            else
-                for (int64_t j = 0; j < n; j++) m = (bg[r * n + j] != 0 && ar[j] > m) ? ar[j] : m;
-            mb[r] = m;
-            FT mm = F(finite)(m) ? m : (FT)0;
-            /* the max terms and masked terms are kept out of t: shift them to -inf */
-            for (int64_t j = 0; j < n; j++)
-                t[r * n + j] = (ar[j] == m || (bg && bg[r * n + j] == 0)) ? (FT)-INFINITY : ar[j] - mm;
+        for (int64_t r = 0; r < g; r++)
+            for (int64_t j = 0; j < n; j++) ta[j * g + r] = ag[r * n + j];
+        if (b) {
+            const FT *bg = b + g0 * n;
+            for (int64_t r = 0; r < g; r++)
+                for (int64_t j = 0; j < n; j++) tb[j * g + r] = bg[r * n + j];
         }
-#pragma omp simd
-        for (int64_t i = 0; i < len; i++) t[i] = EXP(t[i]);
-        for (int64_t r = 0; r < g; r++) {
-            const FT *ar = ag + r * n;
-            FT m = mb[r];
-            double k = 0.0, s = 0.0, sgn;
-            if (F(finite)(m)) {
-                if (!bg) {
-                    for (int64_t j = 0; j < n; j++) {
-                        k += ar[j] == m ? 1.0 : 0.0;
-                        s += (double)t[r * n + j];
-                    }
-                } else {
-                    for (int64_t j = 0; j < n; j++) {
-                        FT bj = bg[r * n + j];
-                        k += ar[j] == m ? (double)bj : 0.0;
-                        s += (double)(bj * t[r * n + j]);
-                    }
-                }
-            }
-            double res = F(lse_finish)(m, k, s, sign != NULL, &sgn);
-            F(lse_store)(res, sgn, ar, bg ? bg + r * n : NULL, n, 1, out + g0 + r,
-                         sign ? sign + g0 + r : NULL);
-        }
+        F(lse_tile)(ta, b ? tb : NULL, out + g0, sign ? sign + g0 : NULL, n, g, 0, g);
     }
 }
 
@@ -647,6 +632,17 @@ typedef struct {
     int64_t N, C;
 } F(ce_ctx);
 
+static inline double F(row_expsumd)(const FT *x, int64_t n, FT m)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)EXPD(x[i], m);
+    return s;
+}
+
+/* The loss comes from the same loop whether or not the gradient is wanted (so the fused call
+   returns bit-identical losses); the gradient pass recomputes exp(x_j - m), reading x_j just
+   before writing g_j, so grad may be logits itself. */
 static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
 {
     const int64_t C = c->C;
@@ -666,42 +662,18 @@ static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
     if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
     double s = 0.0, sx = 0.0;
     if (eps == 0) {
-        s = g ? F(row_expsum_store)(x, g, C, m) : F(row_expsum)(x, C, m);
-    } else if (g) {
-        if (w) {
+        s = F(row_expsumd)(x, C, m);
+    } else if (w) {
 #pragma omp simd reduction(+ : s, sx)
-            for (int64_t j = 0; j < C; j++) {
-                FT d = x[j] - m;
-                FT ej = EXP(d);
-                s += (double)ej;
-                sx += (double)(w[j] * d);
-                g[j] = ej;
-            }
-        } else {
-#pragma omp simd reduction(+ : s, sx)
-            for (int64_t j = 0; j < C; j++) {
-                FT d = x[j] - m;
-                FT ej = EXP(d);
-                s += (double)ej;
-                sx += (double)d;
-                g[j] = ej;
-            }
+        for (int64_t j = 0; j < C; j++) {
+            s += (double)EXPD(x[j], m);
+            sx += (double)(w[j] * (x[j] - m));
         }
     } else {
-        if (w) {
 #pragma omp simd reduction(+ : s, sx)
-            for (int64_t j = 0; j < C; j++) {
-                FT d = x[j] - m;
-                s += (double)EXP(d);
-                sx += (double)(w[j] * d);
-            }
-        } else {
-#pragma omp simd reduction(+ : s, sx)
-            for (int64_t j = 0; j < C; j++) {
-                FT d = x[j] - m;
-                s += (double)EXP(d);
-                sx += (double)d;
-            }
+        for (int64_t j = 0; j < C; j++) {
+            s += (double)EXPD(x[j], m);
+            sx += (double)(x[j] - m);
         }
     }
     const double wt = w ? (double)w[ti] : 1.0;
@@ -710,19 +682,18 @@ static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
     c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
     if (g) {
         const FT qs = (FT)(Q / s), scale = (FT)c->scale, eCf = (FT)eC;
-        const FT et = g[ti];
         if (eps == 0) {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs);
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs);
         } else if (w) {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs - eCf * w[j]);
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - eCf * w[j]);
         } else {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (g[j] * qs - eCf);
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - eCf);
         }
-        const double qt = (1.0 - eps) * wt + eC * (w ? (double)w[ti] : 1.0);
-        g[ti] = scale * (et * qs - (FT)qt);
+        const double qt = (1.0 - eps) * wt + eC * wt;
+        g[ti] = scale * (EXPD(xt, m) * qs - (FT)qt);
     }
 }
 
@@ -737,35 +708,105 @@ static void F(ce_row_probs)(const F(ce_ctx) *c, int64_t i)
     FT m = F(row_max)(x, C);
     if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
     double s = 0.0, Q = 0.0, sq = 0.0;
-    if (g) {
+    if (w) {
 #pragma omp simd reduction(+ : s, Q, sq)
         for (int64_t j = 0; j < C; j++) {
-            FT d = x[j] - m;
-            FT ej = EXP(d);
-            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
-            s += (double)ej;
+            FT q = w[j] * (a * P[j] + eCf);
+            s += (double)EXPD(x[j], m);
             Q += (double)q;
-            sq += (double)(q * d);
-            g[j] = ej;
+            sq += (double)(q * (x[j] - m));
         }
     } else {
 #pragma omp simd reduction(+ : s, Q, sq)
         for (int64_t j = 0; j < C; j++) {
-            FT d = x[j] - m;
-            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
-            s += (double)EXP(d);
+            FT q = a * P[j] + eCf;
+            s += (double)EXPD(x[j], m);
             Q += (double)q;
-            sq += (double)(q * d);
+            sq += (double)(q * (x[j] - m));
         }
     }
     c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
     if (g) {
         const FT qs = (FT)(Q / s), scale = (FT)c->scale;
+        if (w) {
 #pragma omp simd
-        for (int64_t j = 0; j < C; j++) {
-            FT q = (w ? w[j] : (FT)1) * (a * P[j] + eCf);
-            g[j] = scale * (g[j] * qs - q);
+            for (int64_t j = 0; j < C; j++)
+                g[j] = scale * (EXPD(x[j], m) * qs - w[j] * (a * P[j] + eCf));
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - (a * P[j] + eCf));
         }
+    }
+}
+
+/* integer targets, rows of C <= FSM_SMALL_N: rows [i0, i0+g) transposed into a (C, g) buffer,
+   the per-row sums vectorized across rows, the gradient transposed back */
+static void F(ce_rows_small_target)(const F(ce_ctx) *c, int64_t i0, int64_t g)
+{
+    const int64_t C = c->C;
+    const FT *w = c->weight;
+    const double eps = c->eps, eC = c->eps / (double)C;
+    const FT eCf = (FT)eC, scale = (FT)c->scale;
+    FT T[FSM_GROUP];
+    FT m[FSM_TILE], qs[FSM_TILE], et[FSM_TILE];
+    double s[FSM_TILE], sx[FSM_TILE];
+    const FT *xg = c->x + i0 * C;
+    for (int64_t r = 0; r < g; r++)
+        for (int64_t j = 0; j < C; j++) T[j * g + r] = xg[r * C + j];
+    for (int64_t r = 0; r < g; r++) { m[r] = -INFINITY; s[r] = 0.0; sx[r] = 0.0; }
+    for (int64_t j = 0; j < C; j++) {
+        const FT *tr = T + j * g;
+#pragma omp simd
+        for (int64_t r = 0; r < g; r++) m[r] = tr[r] > m[r] ? tr[r] : m[r];
+    }
+#pragma omp simd
+    for (int64_t r = 0; r < g; r++) m[r] = (m[r] - m[r] == 0) ? m[r] : (FT)0;
+    for (int64_t j = 0; j < C; j++) {
+        FT *tr = T + j * g;
+        const FT wj = w ? w[j] : (FT)1;
+#pragma omp simd
+        for (int64_t r = 0; r < g; r++) {
+            FT d = tr[r] - m[r];
+            FT e = EXPD(tr[r], m[r]);
+            s[r] += (double)e;
+            sx[r] += (double)(wj * d);
+            tr[r] = e;
+        }
+    }
+    for (int64_t r = 0; r < g; r++) {
+        int64_t i = i0 + r, ti = c->target[i];
+        if (ti == c->ignore_index) {
+            c->loss[i] = 0;
+            qs[r] = 0;
+            continue;
+        }
+        const double wt = w ? (double)w[ti] : 1.0;
+        const double Q = (1.0 - eps) * wt + eC * c->wsum;
+        const FT xt = xg[r * C + ti];   /* logits not written yet */
+        const double sq = (1.0 - eps) * wt * ((double)xt - (double)m[r]) + (eps != 0 ? eC * sx[r] : 0.0);
+        c->loss[i] = (FT)(Q * fsm_log_f64(s[r]) - sq);
+        qs[r] = (FT)(Q / s[r]);
+        et[r] = T[ti * g + r];
+    }
+    if (!c->grad) return;
+    for (int64_t j = 0; j < C; j++) {
+        FT *tr = T + j * g;
+        const FT q = eCf * (w ? w[j] : (FT)1);
+#pragma omp simd
+        for (int64_t r = 0; r < g; r++) tr[r] = scale * (tr[r] * qs[r] - q);
+    }
+    FT *gg = c->grad + i0 * C;
+    for (int64_t r = 0; r < g; r++) {
+        int64_t i = i0 + r, ti = c->target[i];
+        FT *gr = gg + r * C;
+        if (ti == c->ignore_index) {
+            for (int64_t j = 0; j < C; j++) gr[j] = 0;
+            continue;
+        }
+        for (int64_t j = 0; j < C; j++) gr[j] = T[j * g + r];
+        const double wt = w ? (double)w[ti] : 1.0;
+        const double qt = (1.0 - eps) * wt + eC * wt;
+        gr[ti] = scale * (et[r] * qs[r] - (FT)qt);
     }
 }
 
@@ -774,7 +815,11 @@ static void F(ce_task)(void *p, int tid, int nt)
     F(ce_ctx) *c = p;
     int64_t lo, hi;
     fsm_split(c->N, tid, nt, &lo, &hi);
-    if (c->target)
+    if (c->target && c->C <= FSM_SMALL_N) {
+        int64_t G = FSM_GROUP / c->C;
+        if (G > FSM_TILE) G = FSM_TILE;
+        for (int64_t i = lo; i < hi; i += G) F(ce_rows_small_target)(c, i, hi - i < G ? hi - i : G);
+    } else if (c->target)
         for (int64_t i = lo; i < hi; i++) F(ce_row_target)(c, i);
     else
         for (int64_t i = lo; i < hi; i++) F(ce_row_probs)(c, i);

@@ -61,16 +61,19 @@ static inline double fsm_sign(double v)
 #define FT float
 #define F(name) name##_f32
 #define EXP fsm_exp_f32
+#define EXPD(x, m) fsm_expdiff_f32(x, m)
 #define LOGT fsm_log_f32
 #include "fsm_kernels_body.h"
 #undef FT
 #undef F
 #undef EXP
+#undef EXPD
 #undef LOGT
 
 #define FT double
 #define F(name) name##_f64
 #define EXP fsm_exp_f64
+#define EXPD(x, m) fsm_exp_f64((x) - (m))
 #define LOGT fsm_log_f64
 #include "fsm_kernels_body.h"
 #undef FT

@@ -38,7 +38,8 @@ FSM_INLINE double fsm_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, 8); r
 FSM_INLINE uint64_t fsm_f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
 
 /* ---------------------------------------------------------------- exp, float32 */
-FSM_INLINE float fsm_exp_f32(float x)
+/* exp(x + lo), |lo| <= ulp(x)/2: lo carries the rounding error of a subtraction done before */
+FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
 {
     const float magic = 0x1.8p23f;            /* 1.5 * 2^23: adding it rounds to an integer */
     x = x < -110.0f ? -110.0f : x;            /* exp(-110) < 2^-150: rounds to 0            */
@@ -47,6 +48,7 @@ FSM_INLINE float fsm_exp_f32(float x)
     float n = t - magic;
     float r = x - n * 0.693359375f;           /* ln2 head (9 bits): n*head is exact          */
     r = r - n * -2.12194440e-4f;              /* ln2 tail                                    */
+    r = r + lo;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -61,6 +63,20 @@ FSM_INLINE float fsm_exp_f32(float x)
     float s1 = fsm_f32_from_bits((fsm_f32_bits(n1 + magic) + 127u) << 23);
     float s2 = fsm_f32_from_bits((fsm_f32_bits(n2 + magic) + 127u) << 23);
     return (p * s1) * s2;
+}
+
+FSM_INLINE float fsm_exp_f32(float x) { return fsm_exp2sum_f32(x, 0.0f); }
+
+/* exp(x - m) for float32 without the rounding error of x - m (up to 2^-24 |x - m|, i.e. ~2e-6
+   relative for |x - m| ~ 40): Knuth's TwoSum recovers it exactly and it joins the reduced
+   argument.  The error term is dropped when not finite (x or m infinite or NaN). */
+FSM_INLINE float fsm_expdiff_f32(float x, float m)
+{
+    float d = x - m;
+    float bb = d - x;
+    float lo = (x - (d - bb)) + (-m - bb);
+    lo = lo == lo ? lo : 0.0f;
+    return fsm_exp2sum_f32(d, lo);
 }
 
 /* ---------------------------------------------------------------- exp, float64 */

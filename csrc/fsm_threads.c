@@ -38,12 +38,13 @@ static _Atomic(fsm_task_fn) g_fn;
 static _Atomic(void *) g_ctx;
 static atomic_int g_nt;
 static atomic_ulong g_gen;
-static atomic_int g_pending;        /* workers still running the current call            */
+static atomic_int g_pending;        /* workers still running the current call */
+static unsigned long g_start_gen[FSM_MAX_WORKERS];   /* g_gen when each worker was created */
 
 static void *fsm_worker(void *arg)
 {
     int id = (int)(intptr_t)arg;    /* runs tid = id + 1 */
-    unsigned long seen = atomic_load(&g_gen) & ~1ul;
+    unsigned long seen = g_start_gen[id];  /* gen when created: the next call is its first */
     for (;;) {
         unsigned long gen;
         int spins = 0;
@@ -105,6 +106,7 @@ void fsm_parallel(fsm_task_fn fn, void *ctx, int nt)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        g_start_gen[g_nworkers] = atomic_load(&g_gen);
         int rc = pthread_create(&th, &attr, fsm_worker, (void *)(intptr_t)g_nworkers);
         pthread_attr_destroy(&attr);
         if (rc != 0) break;
