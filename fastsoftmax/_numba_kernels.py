@@ -660,12 +660,23 @@ def _lse_inner(x, b, out, sign, o0, o1, k0, k1):
                     ev = bj * np.float64(fexpn(v - mk))
                     t[k] += ev if (v != mk and bj != 0.0) else 0.0
                     kk[k] += bj if v == mk else 0.0
+        if b is None:
+            # t >= 0, k >= 1: log1p(t / k) + log(k) + m in one vectorized loop, the sign is +1
+            # (log1p(u) = log(w) - ((w - 1) - u) / w, w = 1 + u); non-finite columns below
+            for k in range(K):
+                u = t[k] / kk[k]
+                w = 1.0 + u
+                t[k] = (log64(w) - ((w - 1.0) - u) / w) + log64(kk[k]) + np.float64(m[k])
         for k in range(K):
             r = _NAN
             sgn = _NAN
             mk = m[k]
             if np.isfinite(mk):
-                r, sgn = _lse_finish(np.float64(mk), t[k], kk[k], want_sign)
+                if b is None:
+                    r = t[k]
+                    sgn = 1.0
+                else:
+                    r, sgn = _lse_finish(np.float64(mk), t[k], kk[k], want_sign)
             if not np.isfinite(r):
                 if b is None:
                     r, sgn = _lse_row(x[o, :, k0 + k].copy(), None, want_sign)
@@ -838,9 +849,10 @@ def _ce_small(x, target, weight, ignore_index, eps, scale, loss, grad, r0, r1):
         for k in range(xb.shape[0]):
             e[k] = fexp(xb[k] - mr[k])
         for r in range(rows):
+            er = e[r * C:(r + 1) * C]
             sr = 0.0
             for j in range(C):
-                sr += np.float64(e[r * C + j])
+                sr += np.float64(er[j])
             ss[r] = sr
         for r in range(rows):           # vectorized log over the group
             lg[r] = log64(ss[r])
@@ -858,12 +870,13 @@ def _ce_small(x, target, weight, ignore_index, eps, scale, loss, grad, r0, r1):
             loss[i] = Q * lg[r] - qx[r]
             if grad is not None:
                 gi = grad[i]
+                er = e[r * C:(r + 1) * C]
                 c = Q / sr * scale
                 for j in range(C):
                     wj = 1.0 if weight is None else np.float64(weight[j])
-                    gi[j] = np.float64(e[r * C + j]) * c - scale * eC * wj
+                    gi[j] = np.float64(er[j]) * c - scale * eC * wj
                 qt = (1.0 - eps) * wt + eC * wt
-                gi[t] = scale * (np.float64(e[r * C + t]) * (Q / sr) - qt)
+                gi[t] = scale * (np.float64(er[t]) * (Q / sr) - qt)
 
 
 # ---------------------------------------------------------------------------------- threads
