@@ -180,8 +180,10 @@ static inline int F(use_online)(int64_t n, int log, int method)
 {
     if (method == FSM_METHOD_ONLINE) return 1;
     if (method == FSM_METHOD_THREE_PASS) return 0;
-    (void)log;
-    return n * (int64_t)sizeof(FT) > 256 * 1024;   /* row larger than half the L2 */
+    /* measured (docs/c_backend.md): softmax is compute-bound here, computing exp twice costs
+       more than the extra pass: three-pass at every length.  log_softmax needs no stored exp:
+       online saves one read of x once the row leaves the L2 (~3% faster). */
+    return log && n * (int64_t)sizeof(FT) > 256 * 1024;
 }
 
 static void F(softmax_rows)(const FT *x, FT *y, int64_t r0, int64_t r1, int64_t n, int log,
@@ -310,6 +312,30 @@ static void F(softmax_task_long2)(void *p, int tid, int nt)
         F(row_shift)(c->x + lo, c->y + lo, hi - lo, c->m, (FT)fsm_log_f64(c->s));
 }
 
+static void F(softmax_task_long_max)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    c->ms[tid] = F(row_max)(c->x + lo, hi - lo);
+}
+
+static void F(softmax_task_long_store)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    c->ss[tid] = F(row_expsum_store)(c->x + lo, c->y + lo, hi - lo, c->m);
+}
+
+static void F(softmax_task_long_scale)(void *p, int tid, int nt)
+{
+    F(softmax_ctx) *c = p;
+    int64_t lo, hi;
+    fsm_split(c->n, tid, nt, &lo, &hi);
+    F(row_scale)(c->y + lo, hi - lo, (FT)(1.0 / c->s));
+}
+
 static void F(softmax_task_long_rare)(void *p, int tid, int nt)
 {
     F(softmax_ctx) *c = p;
@@ -339,9 +365,21 @@ static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inn
     c.ms = ms;
     c.ss = ss;
     c.infs = infs;
+    int online = F(use_online)(n, log, method) || log;
     for (int64_t r = 0; r < outer; r++) {
         c.x = x + r * n;
         c.y = y + r * n;
+        if (!online) {     /* softmax, three passes, each split */
+            fsm_parallel(F(softmax_task_long_max), &c, nt);
+            FT m = -INFINITY;
+            for (int t = 0; t < nt; t++) m = ms[t] > m ? ms[t] : m;
+            c.m = F(fix_max)(m, 0);
+            fsm_parallel(F(softmax_task_long_store), &c, nt);
+            c.s = 0.0;
+            for (int t = 0; t < nt; t++) c.s += ss[t];
+            fsm_parallel(F(softmax_task_long_scale), &c, nt);
+            continue;
+        }
         fsm_parallel(F(softmax_task_long1), &c, nt);
         int inf = 0;
         for (int t = 0; t < nt; t++) inf |= infs[t];
