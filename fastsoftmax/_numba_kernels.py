@@ -52,7 +52,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_exp import cjit, exp_array, fexp, fexpd, fexpn, log64, log_array
+from ._numba_exp import cjit, fexp, fexpd, fexpn, flog, log64
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
@@ -886,14 +886,14 @@ _pool_lock = threading.Lock()
 
 
 def _get_pool(n):
+    """A pool of at least n worker threads.  A smaller old pool is dropped, not shut down: a
+    concurrent call may still be submitting to it (its idle threads exit once it is collected)."""
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < n:
-            old = _pool
+            n = max(n, os.cpu_count() or 1)
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastsoftmax-numba")
             _pool_size = n
-            if old is not None:
-                old.shutdown(wait=False)
         return _pool
 
 
@@ -1042,9 +1042,25 @@ def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale,
                  loss, grad), ())
 
 
+@cjit(**_JIT)
+def _exp_apply(x, out):
+    src = _pick(x, out)
+    for i in range(out.shape[0]):
+        out[i] = fexp(src[i])
+
+
+@cjit(**_JIT)
+def _log_apply(x, out):
+    src = _pick(x, out)
+    for i in range(out.shape[0]):
+        out[i] = flog(src[i])
+
+
 def exp(x, out):
-    exp_array(x, out)
+    """The elementwise exp of the kernels (``_numba_exp.fexp``); out may be x."""
+    _exp_apply(None if _same(x, out) else x, out)
 
 
 def log(x, out):
-    log_array(x, out)
+    """The elementwise log of the kernels (``_numba_exp.flog``); out may be x."""
+    _log_apply(None if _same(x, out) else x, out)
