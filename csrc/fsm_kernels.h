@@ -54,11 +54,12 @@ const char *fsm_isa_name(int i);               /* compiled paths, best first    
 int fsm_isa_supported(const char *name);       /* compiled in and runnable on this CPU       */
 const fsm_ops *fsm_isa_ops(const char *name);  /* NULL if unknown or not runnable            */
 
-/* fsm_threads.c: run fn(ctx, tid, nt) for tid in [0, nt) on the caller + a small pthread pool.
-   Falls back to a serial loop over tid when the pool is busy (another Python thread) or when
-   built without pthreads; the decomposition, hence the result, is the same either way. */
-typedef void (*fsm_task_fn)(void *ctx, int tid, int nt);
-void fsm_parallel(fsm_task_fn fn, void *ctx, int nt);
+/* fsm_threads.c: run fn(ctx, k, nchunks) for every chunk k in [0, nchunks) on the caller and up
+   to nthreads - 1 pool threads (chunks claimed dynamically).  Falls back to a serial loop when
+   the pool is busy (another Python thread) or when built without pthreads; the decomposition,
+   hence the result, is the same either way. */
+typedef void (*fsm_task_fn)(void *ctx, int k, int nchunks);
+void fsm_parallel(fsm_task_fn fn, void *ctx, int nchunks, int nthreads);
 int fsm_threads_available(void);
 
 #ifdef __cplusplus

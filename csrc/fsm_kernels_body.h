@@ -350,18 +350,18 @@ static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inn
     F(softmax_ctx) c = {x, y, outer, n, inner, log, method, NULL, NULL, NULL, 0, 0.0};
     int nt = fsm_pick_threads(outer * n * inner, nthreads);
     if (inner > 1) {
-        fsm_parallel(F(softmax_task_tiles), &c, nt);
+        fsm_parallel(F(softmax_task_tiles), &c, fsm_chunks(outer * ((inner + FSM_TILE - 1) / FSM_TILE), nt), nt);
         return;
     }
     if (outer >= nt || nt == 1) {
-        fsm_parallel(F(softmax_task_rows), &c, nt > outer ? (int)outer : nt);
+        fsm_parallel(F(softmax_task_rows), &c, fsm_chunks(outer, nt), nt);
         return;
     }
     /* fewer rows than threads: split each row */
     FT ms[256];
     double ss[256];
     int infs[256];
-    if (nt > 256) nt = 256;
+    int nc = fsm_chunks(256, nt);    /* blocks of the row */
     c.ms = ms;
     c.ss = ss;
     c.infs = infs;
@@ -370,32 +370,32 @@ static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inn
         c.x = x + r * n;
         c.y = y + r * n;
         if (!online) {     /* softmax, three passes, each split */
-            fsm_parallel(F(softmax_task_long_max), &c, nt);
+            fsm_parallel(F(softmax_task_long_max), &c, nc, nt);
             FT m = -INFINITY;
-            for (int t = 0; t < nt; t++) m = ms[t] > m ? ms[t] : m;
+            for (int t = 0; t < nc; t++) m = ms[t] > m ? ms[t] : m;
             c.m = F(fix_max)(m, 0);
-            fsm_parallel(F(softmax_task_long_store), &c, nt);
+            fsm_parallel(F(softmax_task_long_store), &c, nc, nt);
             c.s = 0.0;
-            for (int t = 0; t < nt; t++) c.s += ss[t];
-            fsm_parallel(F(softmax_task_long_scale), &c, nt);
+            for (int t = 0; t < nc; t++) c.s += ss[t];
+            fsm_parallel(F(softmax_task_long_scale), &c, nc, nt);
             continue;
         }
-        fsm_parallel(F(softmax_task_long1), &c, nt);
+        fsm_parallel(F(softmax_task_long1), &c, nc, nt);
         int inf = 0;
-        for (int t = 0; t < nt; t++) inf |= infs[t];
-        F(merge_stats)(ms, ss, nt, &c.m, &c.s);
+        for (int t = 0; t < nc; t++) inf |= infs[t];
+        F(merge_stats)(ms, ss, nc, &c.m, &c.s);
         if (FSM_UNLIKELY(inf || !F(finite)(c.m))) {
             if (!log) {
                 c.m = NAN;     /* softmax: all-NaN row */
                 c.s = NAN;
             } else {
-                fsm_parallel(F(softmax_task_long_rare), &c, nt);
+                fsm_parallel(F(softmax_task_long_rare), &c, nc, nt);
                 c.m = 0;
                 c.s = 0.0;
-                for (int t = 0; t < nt; t++) c.s += ss[t];
+                for (int t = 0; t < nc; t++) c.s += ss[t];
             }
         }
-        fsm_parallel(F(softmax_task_long2), &c, nt);
+        fsm_parallel(F(softmax_task_long2), &c, nc, nt);
     }
 }
 
@@ -620,30 +620,30 @@ static void F(logsumexp)(const FT *a, const FT *b, FT *out, FT *sign, int64_t ou
     F(lse_ctx) c = {a, b, out, sign, outer, n, inner, NULL, NULL, NULL, 0};
     int nt = fsm_pick_threads(outer * n * inner * (b ? 2 : 1), nthreads);
     if (inner > 1) {
-        fsm_parallel(F(lse_task_tiles), &c, nt);
+        fsm_parallel(F(lse_task_tiles), &c, fsm_chunks(outer * ((inner + FSM_TILE - 1) / FSM_TILE), nt), nt);
         return;
     }
     if (outer >= nt || nt == 1) {
-        fsm_parallel(F(lse_task_rows), &c, nt > outer ? (int)outer : nt);
+        fsm_parallel(F(lse_task_rows), &c, fsm_chunks(outer, nt), nt);
         return;
     }
     FT ms[256];
     double ks[256], ts[256];
-    if (nt > 256) nt = 256;
+    int nc = fsm_chunks(256, nt);    /* blocks of the row */
     c.ms = ms;
     c.ks = ks;
     c.ts = ts;
     for (int64_t r = 0; r < outer; r++) {
         c.a = a + r * n;
         c.b = b ? b + r * n : NULL;
-        fsm_parallel(F(lse_task_long1), &c, nt);
+        fsm_parallel(F(lse_task_long1), &c, nc, nt);
         FT m = -INFINITY;
-        for (int t = 0; t < nt; t++) m = ms[t] > m ? ms[t] : m;
+        for (int t = 0; t < nc; t++) m = ms[t] > m ? ms[t] : m;
         double k = 0.0, t = 0.0, sgn;
         if (F(finite)(m)) {
             c.m = m;
-            fsm_parallel(F(lse_task_long2), &c, nt);
-            for (int i = 0; i < nt; i++) { k += ks[i]; t += ts[i]; }
+            fsm_parallel(F(lse_task_long2), &c, nc, nt);
+            for (int i = 0; i < nc; i++) { k += ks[i]; t += ts[i]; }
         }
         double res = F(lse_finish)(m, k, t, sign != NULL, &sgn);
         F(lse_store)(res, sgn, c.a, c.b, n, 1, out + r, sign ? sign + r : NULL);
@@ -875,8 +875,7 @@ static void F(cross_entropy)(const FT *logits, const int64_t *target, const FT *
     F(ce_ctx) c = {logits, target, probs, weight, ignore_index, smoothing, scale, wsum,
                    loss, grad, N, C};
     int nt = fsm_pick_threads(N * C * (grad ? 2 : 1), nthreads);
-    if (nt > N) nt = (int)N;
-    fsm_parallel(F(ce_task), &c, nt);
+    fsm_parallel(F(ce_task), &c, fsm_chunks(N, nt), nt);
 }
 
 /* ================================================================ elementwise, for the tests */

@@ -46,6 +46,17 @@ static inline int fsm_pick_threads(int64_t work, int nthreads)
     return (int)t;
 }
 
+/* chunks of work for nt threads: 8 per thread (claimed dynamically, so a thread that the OS
+   schedules late costs little), at most `items` and 256 */
+static inline int fsm_chunks(int64_t items, int nt)
+{
+    if (nt <= 1) return 1;
+    int64_t c = 8 * (int64_t)nt;
+    if (c > 256) c = 256;
+    if (c > items) c = items;
+    return c < 1 ? 1 : (int)c;
+}
+
 /* [lo, hi) of the tid-th of nt equal parts of [0, n) */
 static inline void fsm_split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi)
 {
