@@ -27,7 +27,7 @@ int fsm_threads_available(void) { return 0; }
 #include <sched.h>
 
 #define FSM_MAX_WORKERS 255
-#define FSM_SPIN 4000
+#define FSM_SPIN 100000
 
 /* A call is published with g_gen even ("open"); the caller closes it (g_gen odd) once every
  * chunk is claimed, then waits only for the workers that joined it.  Chunks are claimed from an
