@@ -59,11 +59,13 @@ FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r;
     p = p + 1.0f;
-    /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for n in [-159, 130] */
-    float n1 = (n * 0.5f + magic) - magic;
-    float n2 = n - n1;
-    float s1 = fsm_f32_from_bits((fsm_f32_bits(n1 + magic) + 127u) << 23);
-    float s2 = fsm_f32_from_bits((fsm_f32_bits(n2 + magic) + 127u) << 23);
+    /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for n in [-159, 130].  The low bits of
+       t and t1 hold n and n1 (two's complement), so n2 = bits(t) - bits(t1); only the low
+       9 bits survive the shift. */
+    float t1 = n * 0.5f + magic;
+    uint32_t bt = fsm_f32_bits(t), bt1 = fsm_f32_bits(t1);
+    float s1 = fsm_f32_from_bits((bt1 + 127u) << 23);
+    float s2 = fsm_f32_from_bits((bt - bt1 + 127u) << 23);
     float y = (p * s1) * s2;
     return x0 != x0 ? x0 : y;                 /* NaN propagates                              */
 }
@@ -108,10 +110,10 @@ FSM_INLINE double fsm_exp_f64(double x)
     q = q * r + 0.5;
     double p = q * (r * r) + r;
     p = p + 1.0;
-    double n1 = (n * 0.5 + magic) - magic;
-    double n2 = n - n1;
-    double s1 = fsm_f64_from_bits((fsm_f64_bits(n1 + magic) + 1023u) << 52);
-    double s2 = fsm_f64_from_bits((fsm_f64_bits(n2 + magic) + 1023u) << 52);
+    double t1 = n * 0.5 + magic;             /* as float32: n1 in t1's low bits, n2 = n - n1 */
+    uint64_t bt = fsm_f64_bits(t), bt1 = fsm_f64_bits(t1);
+    double s1 = fsm_f64_from_bits((bt1 + 1023u) << 52);
+    double s2 = fsm_f64_from_bits((bt - bt1 + 1023u) << 52);
     double y = (p * s1) * s2;
     return x0 != x0 ? x0 : y;                 /* NaN propagates                              */
 }
