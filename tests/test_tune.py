@@ -226,9 +226,7 @@ def test_tune_writes_reads_and_resets(tune_file, capsys):
     for key, ent in doc["entries"].items():
         assert ent["backend"] in COMPILED
         want = {f"{b}/{m}" for b in COMPILED for m in (
-            _tune.METHODS if key.startswith("softmax|") else ("auto",))}
-        if key.startswith("softmax|"):
-            want.add(default)
+            ("auto",) + _tune.METHODS if key.startswith("softmax|") else ("auto",))}
         assert set(ent["times_s"]) == want
         assert ent["default"] == default
         assert min(ent["times_s"].values()) == ent["times_s"][ent["fastest"]]
