@@ -830,6 +830,9 @@ static void F(ce_rows_small_target)(const F(ce_ctx) *c, int64_t i0, int64_t g)
             tr[r] = e;
         }
     }
+    double ls[FSM_TILE];
+#pragma omp simd
+    for (int64_t r = 0; r < g; r++) ls[r] = fsm_log_f64(s[r]);   /* vectorized across rows */
     for (int64_t r = 0; r < g; r++) {
         int64_t i = i0 + r, ti = c->target[i];
         if (ti == c->ignore_index) {
@@ -841,7 +844,7 @@ static void F(ce_rows_small_target)(const F(ce_ctx) *c, int64_t i0, int64_t g)
         const double Q = (1.0 - eps) * wt + eC * c->wsum;
         const FT xt = xg[r * C + ti];   /* logits not written yet */
         const double sq = (1.0 - eps) * wt * ((double)xt - (double)m[r]) + (eps != 0 ? eC * sx[r] : 0.0);
-        c->loss[i] = (FT)(Q * fsm_log_f64(s[r]) - sq);
+        c->loss[i] = (FT)(Q * ls[r] - sq);
         qs[r] = (FT)(Q / s[r]);
         et[r] = T[ti * g + r];
     }
