@@ -147,6 +147,7 @@ static void F(softmax_row_online)(const FT *x, FT *y, int64_t n, int log)
 static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, int64_t n, int log)
 {
     FT t[FSM_GROUP], e[FSM_GROUP];
+    double sr[FSM_GROUP];
     int64_t G = FSM_GROUP / n;
     for (int64_t g0 = r0; g0 < r1; g0 += G) {
         int64_t g = r1 - g0 < G ? r1 - g0 : G;
@@ -162,14 +163,23 @@ static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, in
         }
 #pragma omp simd
         for (int64_t i = 0; i < len; i++) e[i] = EXPD(xg[i], t[i]);
-        for (int64_t r = 0; r < g; r++) {
-            double s = 0.0;
-            for (int64_t j = 0; j < n; j++) s += (double)e[r * n + j];
-            if (!log) {
+        if (!log) {
+            for (int64_t r = 0; r < g; r++) {
+                double s = 0.0;
+                for (int64_t j = 0; j < n; j++) s += (double)e[r * n + j];
                 FT c = (FT)(1.0 / s);
                 for (int64_t j = 0; j < n; j++) yg[r * n + j] = e[r * n + j] * c;
-            } else {
-                FT ls = (FT)fsm_log_f64(s), m = t[r * n];
+            }
+        } else {
+            for (int64_t r = 0; r < g; r++) {
+                double s = 0.0;
+                for (int64_t j = 0; j < n; j++) s += (double)e[r * n + j];
+                sr[r] = s;
+            }
+#pragma omp simd
+            for (int64_t r = 0; r < g; r++) sr[r] = fsm_log_f64(sr[r]);  /* across rows */
+            for (int64_t r = 0; r < g; r++) {
+                FT ls = (FT)sr[r], m = t[r * n];
                 for (int64_t j = 0; j < n; j++) yg[r * n + j] = (xg[r * n + j] - m) - ls;
             }
         }
