@@ -717,11 +717,32 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _git_commit() -> str | None:
+    """The short commit of the checkout fastsoftmax runs from (None outside a git checkout)."""
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None
+    try:
+        r = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    return r.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def versions() -> dict:
     from . import __version__
 
     return {
         "fastsoftmax": __version__,
+        "git": _git_commit(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": _version("scipy"),
