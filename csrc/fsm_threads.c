@@ -130,10 +130,15 @@ void fsm_parallel(fsm_task_fn fn, void *ctx, int nt, int nthreads)
     atomic_store(&g_ctx, ctx);
     atomic_store(&g_nt, nt);
     atomic_store(&g_next, 0);
-    pthread_mutex_lock(&g_mu);
     atomic_fetch_add(&g_gen, 1);                 /* even: open */
-    pthread_cond_broadcast(&g_cv_work);
-    pthread_mutex_unlock(&g_mu);
+    /* Wake sleepers without ever blocking: if a worker holds g_mu it has not yet checked g_gen
+       (it will see the new call) or is about to sleep (it misses this call only: the caller
+       never waits for a worker that did not join).  A blocking lock here cost milliseconds
+       when the VM descheduled a worker holding the mutex. */
+    if (pthread_mutex_trylock(&g_mu) == 0) {
+        pthread_cond_broadcast(&g_cv_work);
+        pthread_mutex_unlock(&g_mu);
+    }
     fsm_run_chunks(fn, ctx, nt);
     atomic_fetch_add(&g_gen, 1);                 /* odd: closed, late workers stay out */
     int spins = 0;
