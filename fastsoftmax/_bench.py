@@ -628,6 +628,25 @@ def measure(fns: dict, *, budget_s=0.5, sample_s=0.01, min_reps=5, max_reps=51,
     return tim, speed
 
 
+_API_OP = {"softmax_out": "softmax", "cross_entropy_grad": "cross_entropy"}
+
+
+def _resolved(case: Case, shape, dtype) -> str | None:
+    """"backend/method" that backend="auto" runs for this case (the dispatcher's choice)."""
+    from . import _dispatch
+
+    restore = _set_threads(case.threads)
+    try:
+        rows = math.prod(shape[:-1])
+        name, _, method = _dispatch.resolve(None, _API_OP.get(case.op, case.op), dtype,
+                                            (rows, shape[-1], 1))
+        return f"{name}/{method}"
+    except Exception:
+        return None
+    finally:
+        restore()
+
+
 def _set_threads(n: int):
     """Give fastsoftmax and torch the same thread budget; returns a function restoring both."""
     fs = _fs()
@@ -698,6 +717,8 @@ def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0
         if c.name in checks:
             ok, err = checks[c.name]
             entry["check"] = {"ok": ok, "max_rel_err": err}
+        if c.backend == "auto":
+            entry["resolved"] = _resolved(case, shape, dtype)
         results.append(entry)
     del inp, fns
     gc.collect()

@@ -395,7 +395,7 @@ def format_table(doc: dict) -> str:
     """The results as a text table: one block per case, one line per contender."""
     peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
              if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
-    head = (f"{'case':38s} {'contender':27s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
+    head = (f"{'case':38s} {'contender':38s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
             + " ".join(f"{'vs ' + p:>9s}" for p in peers))
     lines = [head, "-" * len(head)]
     problems = []
@@ -409,7 +409,10 @@ def format_table(doc: dict) -> str:
                 flag = "  MISMATCH"
                 problems.append(f"{c['id']}: {r['contender']} differs from the NumPy formula "
                                 f"(max relative error {chk['max_rel_err']:.3g})")
-            lines.append(f"{(label if k == 0 else ''):38s} {r['contender']:27s} "
+            who = r["contender"]
+            if r.get("resolved"):
+                who = f"{who}={r['resolved']}"
+            lines.append(f"{(label if k == 0 else ''):38s} {who:38s} "
                          f"{_fmt_t(r['median_s']):>8s} {r['gelem_per_s']:8.3f} "
                          f"{r['gb_per_s']:7.2f} {sp}{flag}")
         for name, err in c["errors"].items():

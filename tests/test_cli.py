@@ -162,7 +162,7 @@ def _check_schema(doc):
         names = [r["contender"] for r in case["results"]]
         assert len(names) == len(set(names))
         for r in case["results"]:
-            assert set(r) - {"check"} == RESULT_KEYS
+            assert set(r) - {"check", "resolved"} == RESULT_KEYS
             assert r["kind"] in ("ours", "peer")
             assert r["median_s"] > 0 and r["min_s"] <= r["median_s"]
             assert r["samples"] >= 5 and r["loops"] >= 1
@@ -204,6 +204,9 @@ def test_bench_every_op_quick(tmp_path, capsys):
     _check_schema(doc)
     assert {c["op"] for c in doc["cases"]} == set(_bench.OPS)
     assert {c["dtype"] for c in doc["cases"]} == {"float32", "float64"}
+    for c in doc["cases"]:
+        auto = [r for r in c["results"] if r["contender"] == "fastsoftmax[auto]"]
+        assert auto[0]["resolved"].split("/")[0] in fastsoftmax.available_backends()
     ce = [c for c in doc["cases"] if c["op"] == "cross_entropy_grad"][0]
     assert "fastsoftmax[numpy] inplace" in {r["contender"] for r in ce["results"]}
     out_case = [c for c in doc["cases"] if c["op"] == "softmax_out"][0]
