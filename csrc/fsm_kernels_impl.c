@@ -60,8 +60,9 @@ static inline int fsm_chunks(int64_t items, int nt)
 /* [lo, hi) of the tid-th of nt equal parts of [0, n) */
 static inline void fsm_split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi)
 {
-    *lo = (int64_t)((__int128)n * tid / nt);
-    *hi = (int64_t)((__int128)n * (tid + 1) / nt);
+    int64_t q = n / nt, r = n % nt;            /* the first r parts get one more */
+    *lo = q * tid + (tid < r ? tid : r);
+    *hi = *lo + q + (tid < r ? 1 : 0);
 }
 
 static inline double fsm_sign(double v)

@@ -24,6 +24,7 @@
 #ifndef FSM_MATH_H
 #define FSM_MATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -143,9 +144,9 @@ FSM_INLINE double fsm_log_f64(double x)
     double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
     double R = t2 + t1;
     double r = k * ln2_hi - ((hfsq - (s * (hfsq + R) + k * ln2_lo)) - f);
-    r = x == __builtin_inf() ? x : r;
-    r = x == 0.0 ? -__builtin_inf() : r;
-    r = x < 0.0 ? __builtin_nan("") : r;
+    r = x == INFINITY ? x : r;
+    r = x == 0.0 ? -INFINITY : r;
+    r = x < 0.0 ? NAN : r;
     r = x != x ? x : r;
     return r;
 }
@@ -158,7 +159,7 @@ FSM_INLINE double fsm_log1p_f64(double t)
 {
     double u = 1.0 + t;
     if (u == 1.0) return t;                   /* also keeps t = -0.0, tiny t              */
-    if (u == __builtin_inf()) return u;
+    if (u == INFINITY) return u;
     return fsm_log_f64(u) * (t / (u - 1.0));
 }
 
