@@ -453,6 +453,8 @@ def format_markdown(doc: dict) -> str:
         gbs = " | ".join(f"{by[p]['gb_per_s']:.2f}" if p in by else "-" for p in peers)
         sp = " | ".join(_fmt_x(best["speedup"].get(p)) for p in peers)
         name = best["contender"].replace("fastsoftmax", "").strip("[]").replace("] ", " ")
+        if best.get("resolved"):
+            name += f" ({best['resolved']})"
         lines.append(f"| {c['op']} | {c['dtype']} | {c['shape_name']} | {c['threads']} | "
                      f"{name} | {best['gb_per_s']:.2f} | {gbs} | {sp} |")
     summ = summary(doc)
