@@ -73,8 +73,8 @@ def load(name: str):
             raise BackendUnavailableError(f"backend {name!r} is unavailable: {_failed[name]}")
         try:
             mod = importlib.import_module(_MODULES[name])
-        except ImportError as exc:
-            why = str(exc)
+        except Exception as exc:  # an ImportError, or a broken install failing at import time
+            why = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
             if name == "cython":
                 why = (f"the compiled extension fastsoftmax._cext could not be imported ({exc}); "
                        "build it with `pip install -e .` or install a wheel")

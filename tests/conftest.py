@@ -18,6 +18,22 @@ settings.register_profile("dev", deadline=None, max_examples=200,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_tuning(tmp_path_factory):
+    """A tuning file in the user's cache must not steer what "auto" runs in the tests."""
+    from fastsoftmax import _tune
+
+    old = os.environ.get("FASTSOFTMAX_TUNE_FILE")
+    os.environ["FASTSOFTMAX_TUNE_FILE"] = str(tmp_path_factory.mktemp("tune") / "tune.json")
+    _tune.invalidate()
+    yield
+    if old is None:
+        os.environ.pop("FASTSOFTMAX_TUNE_FILE", None)
+    else:
+        os.environ["FASTSOFTMAX_TUNE_FILE"] = old
+    _tune.invalidate()
+
+
 def _backend_params():
     params = []
     for name in fastsoftmax.available_backends():
