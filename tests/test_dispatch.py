@@ -125,3 +125,67 @@ def test_concurrent_python_threads(backend):
     for (got, lse), w, x in zip(res, want, xs):
         np.testing.assert_allclose(got, w, rtol=4e-6, atol=1e-30)
         np.testing.assert_allclose(lse, fs.logsumexp(x, axis=1, backend="numpy"), rtol=4e-6)
+
+
+_BESIDE_OTHER_POOLS = r"""
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+import numba
+import fastsoftmax as fs
+
+backend = sys.argv[1]
+try:  # torch's OpenMP pool is the other runtime a training script has loaded
+    import torch
+    torch.set_num_threads(2)
+except ImportError:
+    torch = None
+
+
+@numba.njit(parallel=True, cache=False)
+def numba_pool_sum(x):  # starts Numba's own threading layer
+    s = np.zeros(x.shape[0])
+    for i in numba.prange(x.shape[0]):
+        s[i] = x[i].sum()
+    return s
+
+
+fs.set_num_threads(2)
+rng = np.random.default_rng(3)
+x = rng.standard_normal((1024, 1500)).astype(np.float32)  # large enough to use both threads
+x64 = x.astype(np.float64)
+m = x64.max(axis=1, keepdims=True)
+want = np.exp(x64 - m) / np.exp(x64 - m).sum(axis=1, keepdims=True)
+want_lse = np.log(np.exp(x64 - m).sum(axis=1)) + m[:, 0]
+
+
+def work(i):
+    for _ in range(4):
+        if i % 3 == 0:
+            assert np.allclose(numba_pool_sum(x64), x64.sum(axis=1))
+        elif i % 3 == 1 and torch is not None:
+            torch.softmax(torch.from_numpy(x), dim=1)
+        p = fs.softmax(x, axis=1, backend=backend)
+        lse = fs.logsumexp(x, axis=1, backend=backend)
+        np.testing.assert_allclose(p, want, rtol=4e-6, atol=1e-30)
+        np.testing.assert_allclose(lse, want_lse, rtol=4e-6)
+
+
+with ThreadPoolExecutor(6) as ex:
+    list(ex.map(work, range(12)))
+print("ok", torch is not None)
+"""
+
+
+def test_beside_numba_and_torch_thread_pools(compiled_backend):
+    """The kernels' threads coexist with Numba's threading layer and torch's OpenMP pool in one
+    process, with several Python threads calling at once (torch joins in when installed)."""
+    if compiled_backend == "cython":
+        isa = _dispatch.load("cython").get_isa()
+        env = dict(os.environ, FASTSOFTMAX_ISA=isa)
+    else:
+        env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", _BESIDE_OTHER_POOLS, compiled_backend],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[0] == "ok"
