@@ -313,12 +313,11 @@ def test_bench_does_not_leak_thread_settings(capsys):
 
 
 def test_console_script_is_declared():
-    import tomllib
+    """The installed distribution (editable or wheel) declares the `fastsoftmax` command."""
+    from importlib.metadata import entry_points
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
-        meta = tomllib.load(fh)
-    assert meta["project"]["scripts"]["fastsoftmax"] == "fastsoftmax._cli:main"
+    eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "fastsoftmax"]
+    assert [ep.value for ep in eps] == ["fastsoftmax._cli:main"]
 
 
 def test_bench_markdown(capsys):
