@@ -190,16 +190,8 @@ _F32_ZERO = _F(0.0)
 
 
 @cjit(error_model="numpy", fastmath={"contract"})
-def _exp32_core(x, err):
-    """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32.
-    err is dropped where x is clamped (there it may be inf - inf = NaN)."""
-    xc = x
-    if xc < _E32_LO:
-        xc = _E32_LO
-        err = _F32_ZERO
-    if xc > _E32_HI:
-        xc = _E32_HI
-        err = _F32_ZERO
+def _exp32_poly(xc, err):
+    """(p, kf) with exp(xc + err) = p * 2^n, n held in kf's low bits; xc already clamped."""
     kf = xc * _E32_LOG2E + _F32_MAGIC    # rounds to an integer n held in kf's low bits
     nf = kf - _F32_MAGIC
     r = xc - nf * _E32_C1
@@ -211,6 +203,21 @@ def _exp32_core(x, err):
     p = p * r + _E32_P4
     p = p * r + _E32_P5
     p = p * (r * r) + r + _F32_ONE
+    return p, kf
+
+
+@cjit(error_model="numpy", fastmath={"contract"})
+def _exp32_core(x, err):
+    """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32.
+    err is dropped where x is clamped (there it may be inf - inf = NaN)."""
+    xc = x
+    if xc < _E32_LO:
+        xc = _E32_LO
+        err = _F32_ZERO
+    if xc > _E32_HI:
+        xc = _E32_HI
+        err = _F32_ZERO
+    p, kf = _exp32_poly(xc, err)
     return _scale_by_kf(p, kf)
 
 
@@ -221,17 +228,7 @@ def _exp32n_core(x, err):
     if xc < _E32_LO:
         xc = _E32_LO
         err = _F32_ZERO
-    kf = xc * _E32_LOG2E + _F32_MAGIC
-    nf = kf - _F32_MAGIC
-    r = xc - nf * _E32_C1
-    r = r - nf * _E32_C2
-    r = r + err
-    p = _E32_P0 * r + _E32_P1
-    p = p * r + _E32_P2
-    p = p * r + _E32_P3
-    p = p * r + _E32_P4
-    p = p * r + _E32_P5
-    p = p * (r * r) + r + _F32_ONE
+    p, kf = _exp32_poly(xc, err)
     return _scale_by_kf_neg(p, kf)
 
 
@@ -256,15 +253,8 @@ _Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7, _Q8, _Q9 = _E64_Q
 
 
 @cjit(error_model="numpy", fastmath={"contract"})
-def _exp64_core(x, err):
-    """exp(x + err) for float64 x and a tiny correction err (|err| <= ulp(x))."""
-    xc = x
-    if xc < _E64_LO:
-        xc = _E64_LO
-        err = 0.0
-    if xc > _E64_HI:
-        xc = _E64_HI
-        err = 0.0
+def _exp64_poly(xc, err):
+    """(p, kf) with exp(xc + err) = p * 2^n, n held in kf's low bits; xc already clamped."""
     kf = xc * _E64_LOG2E + _E64_MAGIC
     nf = kf - _E64_MAGIC
     r = xc - nf * _E64_LN2HI
@@ -280,6 +270,20 @@ def _exp64_core(x, err):
     p = p * r + _Q1
     p = p * r + _Q0
     p = p * (r * r) + r + 1.0
+    return p, kf
+
+
+@cjit(error_model="numpy", fastmath={"contract"})
+def _exp64_core(x, err):
+    """exp(x + err) for float64 x and a tiny correction err (|err| <= ulp(x))."""
+    xc = x
+    if xc < _E64_LO:
+        xc = _E64_LO
+        err = 0.0
+    if xc > _E64_HI:
+        xc = _E64_HI
+        err = 0.0
+    p, kf = _exp64_poly(xc, err)
     return _scale_by_kf(p, kf)
 
 
@@ -290,21 +294,7 @@ def _exp64n_core(x, err):
     if xc < _E64_LO:
         xc = _E64_LO
         err = 0.0
-    kf = xc * _E64_LOG2E + _E64_MAGIC
-    nf = kf - _E64_MAGIC
-    r = xc - nf * _E64_LN2HI
-    r = r - nf * _E64_LN2LO
-    r = r + err
-    p = _Q9 * r + _Q8
-    p = p * r + _Q7
-    p = p * r + _Q6
-    p = p * r + _Q5
-    p = p * r + _Q4
-    p = p * r + _Q3
-    p = p * r + _Q2
-    p = p * r + _Q1
-    p = p * r + _Q0
-    p = p * (r * r) + r + 1.0
+    p, kf = _exp64_poly(xc, err)
     return _scale_by_kf_neg(p, kf)
 
 
