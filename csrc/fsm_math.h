@@ -12,9 +12,11 @@
  *     (float32: Cephes expf degree-7 form, float64: degree-13 Taylor, truncation < 5e-18);
  *     the result is p * 2^n1 * 2^n2 with n = n1 + n2, both halves normal numbers, built from the
  *     exponent bits: one rounding at the last multiply, so subnormal results are correctly
- *     scaled and overflow gives +inf.  x is clamped first, written so that GCC emits vmaxps /
- *     vminps (4 fewer mask ops per vector than a NaN-preserving clamp), and a NaN input is
- *     selected back at the end: exp(-inf) = 0, exp(+inf) = inf, exp(NaN) = NaN, exp(0) = 1.
+ *     scaled and overflow gives +inf.  |x| is clamped first (to 104 / 746, where exp is already
+ *     0 or inf) and the sign put back: the clamped value is not a constant, so GCC cannot
+ *     propagate constants through the clamp into per-case blends (that cost 11 extra vector ops
+ *     per exp in the avx512 loops); a NaN fails the compare and gives a NaN through p:
+ *     exp(-inf) = 0, exp(+inf) = inf, exp(NaN) = NaN, exp(0) = 1.
  *   log(x) (float64): fdlibm's e_log.c algorithm, x = 2^k * (1+f), sqrt(2)/2 <= 1+f < sqrt(2),
  *     s = f/(2+f), degree-14 polynomial in s; subnormals prescaled by 2^54; int64 -> double
  *     through the 2^52 bit trick (AVX2 has no vcvtqq2pd).  Specials by selects at the end.
@@ -44,9 +46,15 @@ FSM_INLINE uint64_t fsm_f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); retu
 FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
 {
     const float magic = 0x1.8p23f;            /* 1.5 * 2^23: adding it rounds to an integer */
-    const float x0 = x;
-    x = x > -110.0f ? x : -110.0f;            /* exp(-110) < 2^-150: rounds to 0 (maxps)     */
-    x = x < 90.0f ? x : 90.0f;                /* exp(90) > FLT_MAX: inf (minps); NaN -> 90   */
+    /* |x| > 104: exp(-104) < 2^-150 rounds to 0, exp(104) > FLT_MAX is inf.  Clamping |x|
+       and putting the sign back keeps the clamped value non-constant, so GCC does not
+       propagate constants through the clamp (3 compares + 8 blends per vector);
+       a NaN x fails the compare and flows through to a NaN result. */
+    float ax = fabsf(x);
+    int big = ax > 104.0f;
+    ax = big ? 104.0f : ax;
+    lo = big ? 0.0f : lo;                     /* lo may be NaN when x is not finite          */
+    x = copysignf(ax, x);
     float t = x * 0x1.715476p+0f + magic;     /* n = rint(x / ln2), in the low bits of t     */
     float n = t - magic;
     float r = x - n * 0.693359375f;           /* ln2 head (9 bits): n*head is exact          */
@@ -60,15 +68,14 @@ FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r;
     p = p + 1.0f;
-    /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for n in [-159, 130].  The low bits of
+    /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for |n| <= 150.  The low bits of
        t and t1 hold n and n1 (two's complement), so n2 = bits(t) - bits(t1); only the low
        9 bits survive the shift. */
     float t1 = n * 0.5f + magic;
     uint32_t bt = fsm_f32_bits(t), bt1 = fsm_f32_bits(t1);
     float s1 = fsm_f32_from_bits((bt1 + 127u) << 23);
     float s2 = fsm_f32_from_bits((bt - bt1 + 127u) << 23);
-    float y = (p * s1) * s2;
-    return x0 != x0 ? x0 : y;                 /* NaN propagates                              */
+    return (p * s1) * s2;                     /* NaN x: p is NaN                             */
 }
 
 FSM_INLINE float fsm_exp_f32(float x) { return fsm_exp2sum_f32(x, 0.0f); }
@@ -81,7 +88,6 @@ FSM_INLINE float fsm_expdiff_f32(float x, float m)
     float d = x - m;
     float bb = d - x;
     float lo = (x - (d - bb)) + (-m - bb);
-    lo = lo == lo ? lo : 0.0f;
     return fsm_exp2sum_f32(d, lo);
 }
 
@@ -89,9 +95,10 @@ FSM_INLINE float fsm_expdiff_f32(float x, float m)
 FSM_INLINE double fsm_exp_f64(double x)
 {
     const double magic = 0x1.8p52;
-    const double x0 = x;
-    x = x > -760.0 ? x : -760.0;              /* exp(-760) < 2^-1075: rounds to 0 (maxpd)    */
-    x = x < 720.0 ? x : 720.0;                /* exp(720) > DBL_MAX: inf (minpd); NaN -> 720 */
+    /* |x| > 746: exp(-746) < 2^-1075 rounds to 0, exp(746) > DBL_MAX is inf; as float32 */
+    double ax = fabs(x);
+    ax = ax > 746.0 ? 746.0 : ax;
+    x = copysign(ax, x);
     double t = x * 0x1.71547652b82fep+0 + magic;
     double n = t - magic;
     double r = x - n * 6.93147180369123816490e-01;   /* ln2 head (32 bits), n*head exact     */
@@ -115,8 +122,7 @@ FSM_INLINE double fsm_exp_f64(double x)
     uint64_t bt = fsm_f64_bits(t), bt1 = fsm_f64_bits(t1);
     double s1 = fsm_f64_from_bits((bt1 + 1023u) << 52);
     double s2 = fsm_f64_from_bits((bt - bt1 + 1023u) << 52);
-    double y = (p * s1) * s2;
-    return x0 != x0 ? x0 : y;                 /* NaN propagates                              */
+    return (p * s1) * s2;                     /* NaN x: p is NaN                             */
 }
 
 /* ---------------------------------------------------------------- log, float64 */
