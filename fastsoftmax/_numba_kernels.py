@@ -125,6 +125,34 @@ def _ov_pick(x, other):
     return lambda x, other: x
 
 
+def _block(x, ob, a, b):
+    """x[a:b], or ob itself (the output's block [a, b)) when x is None; njit only.  In place,
+    the loop must read and write through one array: two slices of the same row are two
+    pointers that overlap exactly, LLVM's runtime alias check fails and the scalar loop runs
+    (7x slower)."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(_block, inline="always")
+def _ov_block(x, ob, a, b):
+    if isinstance(x, types.NoneType):
+        return lambda x, ob, a, b: ob
+    return lambda x, ob, a, b: x[a:b]
+
+
+def _block3(x, orow, o, j, k0, k1):
+    """x[o, j, k0:k1], or orow (the same block of the output) when x is None: _block for the
+    (outer, n, inner) kernels."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(_block3, inline="always")
+def _ov_block3(x, orow, o, j, k0, k1):
+    if isinstance(x, types.NoneType):
+        return lambda x, orow, o, j, k0, k1: orow
+    return lambda x, orow, o, j, k0, k1: x[o, j, k0:k1]
+
+
 _NAN = np.nan
 _INF = np.inf
 
@@ -160,13 +188,12 @@ def _sumexp1(v, m):
 def _expstore1(x, o, m):
     """o = exp(src - m), returns sum(o) in float64 (partial sums of _SUB elements in the
     input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
-    src = _pick(x, o)
     n = o.shape[0]
     s = 0.0
     for a in range(0, n, _SUB):
         b = min(a + _SUB, n)
-        vb = src[a:b]
         ob = o[a:b]
+        vb = _block(x, ob, a, b)
         ps = _like(m, 0.0)
         for j in range(ob.shape[0]):
             e = fexpd(vb[j], m)
@@ -180,15 +207,14 @@ def _expstore1(x, o, m):
 def _expstore1x(x, o, m, neg):
     """_expstore1 with the max terms counted apart (as in _sumexp1), for the log(s) of
     cross-entropy."""
-    src = _pick(x, o)
     n = o.shape[0]
     s = 0.0
     zero = _like(m, 0.0)
     one = _like(m, 1.0)
     for a in range(0, n, _SUB):
         b = min(a + _SUB, n)
-        vb = src[a:b]
         ob = o[a:b]
+        vb = _block(x, ob, a, b)
         ps = zero
         pk = zero
         for j in range(ob.shape[0]):
@@ -210,13 +236,12 @@ def _shiftstore1(x, o, m, neg):
     """o = src - m, returns sum exp(src - m) in float64; x None: src is o.  log_softmax writes
     its output in this (compute-bound) pass, so the write-allocate traffic of a fresh output
     overlaps the exps; the last pass then only subtracts log(s) in cache."""
-    src = _pick(x, o)
     n = o.shape[0]
     s = 0.0
     for a in range(0, n, _SUB):
         b = min(a + _SUB, n)
-        vb = src[a:b]
         ob = o[a:b]
+        vb = _block(x, ob, a, b)
         ps = _like(m, 0.0)
         for j in range(ob.shape[0]):
             d = vb[j] - m
@@ -450,14 +475,14 @@ def _softmax_inner(x, out, o0, o1, k0, k1, log):
             for k in range(K):
                 c[k] = math.log(s[k])
             for j in range(n):
-                xr = src[o, j, k0:k1]
                 orow = out[o, j, k0:k1]
+                xr = _block3(x, orow, o, j, k0, k1)
                 for k in range(K):
                     orow[k] = (xr[k] - m[k]) - c[k]
         else:
             for j in range(n):
-                xr = src[o, j, k0:k1]
                 orow = out[o, j, k0:k1]
+                xr = _block3(x, orow, o, j, k0, k1)
                 for k in range(K):
                     ev = fexpd(xr[k], m[k])
                     orow[k] = ev
@@ -700,9 +725,10 @@ def _wdiff_sum(v, w, m):
 
 
 @cjit(**_JIT)
-def _ce_probs_pass(x, g, p, w, m, eps, eC, neg):
-    """Probability targets, one row: g = exp(src - m); returns (s, Q, qx) with
-    q_j = w_j ((1 - eps) p_j + eps / C), Q = sum q, qx = sum q (x - m).  x None: src is g."""
+def _ce_probs_pass(x, g, p, w, a, m, eps, eC, neg):
+    """Probability targets, one block of a row starting at column a: g = exp(src - m); returns
+    (s, Q, qx) with q_j = w_j ((1 - eps) p_j + eps / C), Q = sum q, qx = sum q (x - m).
+    x None: src is g.  w is the whole weight vector (or None)."""
     src = _pick(x, g)
     m64 = np.float64(m)
     s = 0.0
@@ -716,7 +742,7 @@ def _ce_probs_pass(x, g, p, w, m, eps, eC, neg):
             ev = fexp(v - m)
         g[j] = ev
         s = _radd(s, np.float64(ev))
-        wj = 1.0 if w is None else np.float64(w[j])
+        wj = 1.0 if w is None else np.float64(w[a + j])
         q = wj * ((1.0 - eps) * np.float64(p[j]) + eC)
         Q = _radd(Q, q)
         qx = _radd(qx, q * (np.float64(v) - m64))
@@ -739,9 +765,10 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
     else:
         for j in range(C):
             sw += np.float64(weight[j])
-    # without a gradient the exps go to a scratch row: the same code runs with and without
-    # grad, so the loss alone equals the fused loss bit for bit
-    scratch = np.empty(C, src.dtype)
+    # without a gradient the exps go to a scratch block of _BLOCK elements that stays in L1:
+    # the same code, in the same blocks, runs with and without grad, so the loss alone equals
+    # the fused loss bit for bit
+    scratch = np.empty(min(C, _BLOCK), src.dtype)
     for i in range(r0, r1):
         xi = src[i]
         if grad is None:
@@ -771,15 +798,29 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
             if eps > 0.0:   # before the exps overwrite an in-place row
                 qx += eC * _wdiff_sum(xi, weight, m)
             Q = (1.0 - eps) * wt + eC * sw
-            if x is None:
-                s = _expstore1x(None, dst, m, neg)
-            else:
-                s = _expstore1x(xi, dst, m, neg)
+            for a in range(0, C, _BLOCK):
+                b = min(a + _BLOCK, C)
+                if grad is None:
+                    s += _expstore1x(xi[a:b], scratch[:b - a], m, neg)
+                elif x is None:
+                    s += _expstore1x(None, dst[a:b], m, neg)
+                else:
+                    s += _expstore1x(xi[a:b], dst[a:b], m, neg)
         if probs is not None:
-            if x is None:
-                s, Q, qx = _ce_probs_pass(None, dst, probs[i], weight, m, eps, eC, neg)
-            else:
-                s, Q, qx = _ce_probs_pass(xi, dst, probs[i], weight, m, eps, eC, neg)
+            for a in range(0, C, _BLOCK):
+                b = min(a + _BLOCK, C)
+                pa = probs[i, a:b]
+                if grad is None:
+                    ds, dQ, dqx = _ce_probs_pass(xi[a:b], scratch[:b - a], pa, weight, a, m, eps,
+                                                 eC, neg)
+                elif x is None:
+                    ds, dQ, dqx = _ce_probs_pass(None, dst[a:b], pa, weight, a, m, eps, eC, neg)
+                else:
+                    ds, dQ, dqx = _ce_probs_pass(xi[a:b], dst[a:b], pa, weight, a, m, eps, eC,
+                                                 neg)
+                s += ds
+                Q += dQ
+                qx += dqx
         loss[i] = Q * math.log(s) - qx
         if grad is not None:
             gi = grad[i]
