@@ -23,6 +23,13 @@
 
 /* ================================================================ row primitives */
 
+/* exp(x - m) (as EXPD) and exp(d) (as EXP) for x - m <= 0 or NaN only: where m is the max of
+   the x's or NaN (fsm_math.h: one scale factor instead of two, same results) */
+#undef EXPDN
+#undef EXPN
+#define EXPDN(x, m) _Generic((FT)0, float: fsm_expdiffn_f32, double: fsm_expdiffn_f64)(x, m)
+#define EXPN(d) _Generic((FT)0, float: fsm_expn_f32, double: fsm_expn_f64)(d)
+
 static inline FT F(row_max)(const FT *x, int64_t n)
 {
     FT m = -INFINITY;
@@ -31,13 +38,13 @@ static inline FT F(row_max)(const FT *x, int64_t n)
     return m;
 }
 
-/* s = sum exp(x - m), out = exp(x - m) */
+/* s = sum exp(x - m), out = exp(x - m); m >= max x or NaN */
 static inline double F(row_expsum_store)(const FT *x, FT *out, int64_t n, FT m)
 {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t i = 0; i < n; i++) {
-        FT e = EXPD(x[i], m);
+        FT e = EXPDN(x[i], m);
         out[i] = e;
         s += (double)e;
     }
@@ -52,16 +59,26 @@ static inline double F(row_expsum)(const FT *x, int64_t n, FT m)
     return s;
 }
 
+/* row_expsum for m >= max x or NaN */
+static inline double F(row_expsumn)(const FT *x, int64_t n, FT m)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += (double)EXPN(x[i] - m);
+    return s;
+}
+
 static inline void F(row_scale)(FT *y, int64_t n, FT c)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = y[i] * c;
 }
 
+/* m >= max x or NaN */
 static inline void F(row_exp_scale)(const FT *x, FT *y, int64_t n, FT m, FT c)
 {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = EXPD(x[i], m) * c;
+    for (int64_t i = 0; i < n; i++) y[i] = EXPDN(x[i], m) * c;
 }
 
 static inline void F(row_shift)(const FT *x, FT *y, int64_t n, FT m, FT ls)
@@ -87,7 +104,7 @@ static void F(online_stats)(const FT *x, int64_t n, FT *pm, double *ps, int *pin
             s *= fsm_exp_f64((double)m - (double)bm);
             m = bm;
         }
-        if (m != -INFINITY) s += F(row_expsum)(xb, len, m);
+        if (m != -INFINITY) s += F(row_expsumn)(xb, len, m);   /* m >= the block's max */
     }
     *pm = m;
     *ps = s;
@@ -161,8 +178,13 @@ static void F(softmax_rows_small)(const FT *x, FT *y, int64_t r0, int64_t r1, in
             m = F(fix_max)(m, log);
             for (int64_t j = 0; j < n; j++) t[r * n + j] = m;     /* the row's max, per element */
         }
+        if (!log) {     /* t: the row max or NaN */
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) e[i] = EXPD(xg[i], t[i]);
+            for (int64_t i = 0; i < len; i++) e[i] = EXPDN(xg[i], t[i]);
+        } else {        /* t may be 0 for a row without a finite max */
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) e[i] = EXPD(xg[i], t[i]);
+        }
         if (!log) {
             for (int64_t r = 0; r < g; r++) {
                 double s = 0.0;
@@ -236,7 +258,7 @@ static void F(softmax_tile)(const FT *x, FT *y, int64_t n, int64_t inner, int64_
         if (!log) {
 #pragma omp simd
             for (int64_t c = 0; c < w; c++) {
-                FT e = EXPD(xr[c], m[c]);
+                FT e = EXPDN(xr[c], m[c]);     /* m: the column max or NaN */
                 yr[c] = e;
                 s[c] += (double)e;
             }
@@ -470,14 +492,14 @@ static inline void F(lse_kt)(const FT *a, const FT *b, int64_t n, FT m, double *
     if (!b) {
 #pragma omp simd reduction(+ : k, t)
         for (int64_t i = 0; i < n; i++) {
-            FT e = EXP(a[i] - m);
+            FT e = EXPN(a[i] - m);
             k += a[i] == m ? 1.0 : 0.0;
             t += a[i] != m ? (double)e : 0.0;
         }
     } else {
 #pragma omp simd reduction(+ : k, t)
         for (int64_t i = 0; i < n; i++) {
-            FT e = b[i] * EXP(a[i] - m);
+            FT e = b[i] * EXPN(a[i] - m);     /* a > m only where b == 0: not summed */
             k += a[i] == m ? (double)b[i] : 0.0;
             t += (a[i] != m && b[i] != 0) ? (double)e : 0.0;
         }

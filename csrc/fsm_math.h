@@ -42,19 +42,11 @@ FSM_INLINE double fsm_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, 8); r
 FSM_INLINE uint64_t fsm_f64_bits(double f) { uint64_t u; memcpy(&u, &f, 8); return u; }
 
 /* ---------------------------------------------------------------- exp, float32 */
-/* exp(x + lo), |lo| <= ulp(x)/2: lo carries the rounding error of a subtraction done before */
-FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
+/* exp(x + lo) = p * 2^n for |x| <= 104, |lo| <= ulp(x)/2: returns p (NaN for a NaN x) and
+   *pt = x / ln2 + 1.5 * 2^23, n = rint(x / ln2) in its low bits */
+FSM_INLINE float fsm_exp_core_f32(float x, float lo, float *pt)
 {
     const float magic = 0x1.8p23f;            /* 1.5 * 2^23: adding it rounds to an integer */
-    /* |x| > 104: exp(-104) < 2^-150 rounds to 0, exp(104) > FLT_MAX is inf.  Clamping |x|
-       and putting the sign back keeps the clamped value non-constant, so GCC does not
-       propagate constants through the clamp (3 compares + 8 blends per vector);
-       a NaN x fails the compare and flows through to a NaN result. */
-    float ax = fabsf(x);
-    int big = ax > 104.0f;
-    ax = big ? 104.0f : ax;
-    lo = big ? 0.0f : lo;                     /* lo may be NaN when x is not finite          */
-    x = copysignf(ax, x);
     float t = x * 0x1.715476p+0f + magic;     /* n = rint(x / ln2), in the low bits of t     */
     float n = t - magic;
     float r = x - n * 0.693359375f;           /* ln2 head (9 bits): n*head is exact          */
@@ -67,11 +59,27 @@ FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r;
-    p = p + 1.0f;
+    *pt = t;
+    return p + 1.0f;
+}
+
+/* exp(x + lo), |lo| <= ulp(x)/2: lo carries the rounding error of a subtraction done before */
+FSM_INLINE float fsm_exp2sum_f32(float x, float lo)
+{
+    /* |x| > 104: exp(-104) < 2^-150 rounds to 0, exp(104) > FLT_MAX is inf.  Clamping |x|
+       and putting the sign back keeps the clamped value non-constant, so GCC does not
+       propagate constants through the clamp (3 compares + 8 blends per vector);
+       a NaN x fails the compare and flows through to a NaN result. */
+    float ax = fabsf(x);
+    int big = ax > 104.0f;
+    ax = big ? 104.0f : ax;
+    lo = big ? 0.0f : lo;                     /* lo may be NaN when x is not finite          */
+    float t;
+    float p = fsm_exp_core_f32(copysignf(ax, x), lo, &t);
     /* 2^n = 2^n1 * 2^n2, n1 = rint(n/2): both normal for |n| <= 150.  The low bits of
        t and t1 hold n and n1 (two's complement), so n2 = bits(t) - bits(t1); only the low
        9 bits survive the shift. */
-    float t1 = n * 0.5f + magic;
+    float t1 = (t - 0x1.8p23f) * 0.5f + 0x1.8p23f;
     uint32_t bt = fsm_f32_bits(t), bt1 = fsm_f32_bits(t1);
     float s1 = fsm_f32_from_bits((bt1 + 127u) << 23);
     float s2 = fsm_f32_from_bits((bt - bt1 + 127u) << 23);
@@ -82,7 +90,7 @@ FSM_INLINE float fsm_exp_f32(float x) { return fsm_exp2sum_f32(x, 0.0f); }
 
 /* exp(x - m) for float32 without the rounding error of x - m (up to 2^-24 |x - m|, i.e. ~2e-6
    relative for |x - m| ~ 40): Knuth's TwoSum recovers it exactly and it joins the reduced
-   argument.  The error term is dropped when not finite (x or m infinite or NaN). */
+   argument.  The error term is NaN only when x - m is not finite (then dropped by the clamp). */
 FSM_INLINE float fsm_expdiff_f32(float x, float m)
 {
     float d = x - m;
@@ -91,14 +99,36 @@ FSM_INLINE float fsm_expdiff_f32(float x, float m)
     return fsm_exp2sum_f32(d, lo);
 }
 
+/* exp(d + lo) for d <= 0 or NaN only (d = x - m, m the max of the x's; d > 0 gives garbage):
+   n <= 0, so 2^n is one factor 2^(n+64) (normal down to n = -150) times the constant 2^-64,
+   where a subnormal result rounds once -- the same result as fsm_exp2sum_f32 with half the
+   integer work.  No clamp: below -104 (also -inf, where p is NaN) the result is selected to 0;
+   a NaN d gives NaN through p. */
+FSM_INLINE float fsm_expn2sum_f32(float d, float lo)
+{
+    float t;
+    float p = fsm_exp_core_f32(d, lo, &t);
+    float s = fsm_f32_from_bits((fsm_f32_bits(t) + (127u + 64u)) << 23);   /* 2^(n+64) */
+    float y = (p * s) * 0x1p-64f;
+    return d < -104.0f ? 0.0f : y;
+}
+
+FSM_INLINE float fsm_expn_f32(float d) { return fsm_expn2sum_f32(d, 0.0f); }
+
+/* fsm_expdiff_f32 for x - m <= 0 or NaN only */
+FSM_INLINE float fsm_expdiffn_f32(float x, float m)
+{
+    float d = x - m;
+    float bb = d - x;
+    float lo = (x - (d - bb)) + (-m - bb);
+    return fsm_expn2sum_f32(d, lo);
+}
+
 /* ---------------------------------------------------------------- exp, float64 */
-FSM_INLINE double fsm_exp_f64(double x)
+/* exp(x) = p * 2^n for |x| <= 746: returns p and *pt = x / ln2 + 1.5 * 2^52 (n in its low bits) */
+FSM_INLINE double fsm_exp_core_f64(double x, double *pt)
 {
     const double magic = 0x1.8p52;
-    /* |x| > 746: exp(-746) < 2^-1075 rounds to 0, exp(746) > DBL_MAX is inf; as float32 */
-    double ax = fabs(x);
-    ax = ax > 746.0 ? 746.0 : ax;
-    x = copysign(ax, x);
     double t = x * 0x1.71547652b82fep+0 + magic;
     double n = t - magic;
     double r = x - n * 6.93147180369123816490e-01;   /* ln2 head (32 bits), n*head exact     */
@@ -117,13 +147,36 @@ FSM_INLINE double fsm_exp_f64(double x)
     q = q * r + 1.0 / 6.0;
     q = q * r + 0.5;
     double p = q * (r * r) + r;
-    p = p + 1.0;
-    double t1 = n * 0.5 + magic;             /* as float32: n1 in t1's low bits, n2 = n - n1 */
+    *pt = t;
+    return p + 1.0;
+}
+
+FSM_INLINE double fsm_exp_f64(double x)
+{
+    /* |x| > 746: exp(-746) < 2^-1075 rounds to 0, exp(746) > DBL_MAX is inf; as float32 */
+    double ax = fabs(x);
+    ax = ax > 746.0 ? 746.0 : ax;
+    double t;
+    double p = fsm_exp_core_f64(copysign(ax, x), &t);
+    double t1 = (t - 0x1.8p52) * 0.5 + 0x1.8p52;  /* as float32: n1 in t1's low bits, n2 = n - n1 */
     uint64_t bt = fsm_f64_bits(t), bt1 = fsm_f64_bits(t1);
     double s1 = fsm_f64_from_bits((bt1 + 1023u) << 52);
     double s2 = fsm_f64_from_bits((bt - bt1 + 1023u) << 52);
     return (p * s1) * s2;                     /* NaN x: p is NaN                             */
 }
+
+/* exp(d) for d <= 0 or NaN only, as fsm_expn2sum_f32: 2^(n+64) * 2^-64 (normal down to
+   n = -1076), 0 below -746 */
+FSM_INLINE double fsm_expn_f64(double d)
+{
+    double t;
+    double p = fsm_exp_core_f64(d, &t);
+    double s = fsm_f64_from_bits((fsm_f64_bits(t) + (1023u + 64u)) << 52);
+    double y = (p * s) * 0x1p-64;
+    return d < -746.0 ? 0.0 : y;
+}
+
+FSM_INLINE double fsm_expdiffn_f64(double x, double m) { return fsm_expn_f64(x - m); }
 
 /* ---------------------------------------------------------------- log, float64 */
 FSM_INLINE double fsm_log_f64(double x)
