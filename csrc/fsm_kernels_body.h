@@ -703,13 +703,21 @@ static void F(logsumexp)(const FT *a, const FT *b, FT *out, FT *sign, int64_t ou
 
 /* ================================================================ cross-entropy */
 
-/* Per row i (docs/DESIGN.md): m = max x (0 if not finite); pass 2 computes s = sum e_j,
- * e_j = exp(x_j - m), stores e_j into grad (grad may be logits: x_j is read before g_j is
- * written, and x_t is read before the pass), and the sums the loss needs:
+/* Per row i (docs/DESIGN.md): m = max x (0 if not finite); pass 2 computes e_j = exp(x_j - m),
+ * stores it into grad (grad may be logits: x_j is read before g_j is written, and x_t and
+ * anything else that needs the logits is read in or before this pass) or, loss only, into an
+ * L1 scratch block, and accumulates s = sum e_j and the sums the loss needs:
  *   integer target:  Q = (1-eps) w_t + eps/C sum w;  sq = (1-eps) w_t (x_t - m) + eps/C sum w_j (x_j - m)
  *   probabilities:   q_j = w_j ((1-eps) P_j + eps/C);  Q = sum q_j;  sq = sum q_j (x_j - m)
- *   loss = Q log(s) - sq;   pass 3: grad_j = scale (e_j Q/s - q_j).
- * Ignored rows: loss 0, grad 0.  Accumulators double.
+ *   loss = Q log(s) - sq;   pass 3 (in cache): grad_j = e_j (scale Q/s) - scale q_j.
+ * Every exp is computed once.  Ignored rows: loss 0, grad 0.  Accumulators double.
+ *
+ * Bit-identical loss with and without the gradient: the sums are accumulated in CEL (one
+ * vector of FT) explicit lanes (lane k takes the elements j = k mod CEL, in order), combined in a
+ * fixed order at the end.  A `reduction(+)` loop would be peeled by the vectorizer according to
+ * the store target's alignment (grad vs the scratch block), which changes the summation order.
+ * The loss-only path walks the row in FSM_BLOCK blocks (a multiple of the lane count, so the
+ * lanes see the same sequence) through the same call site as the fused path.
  */
 typedef struct {
     const FT *x;
@@ -721,17 +729,102 @@ typedef struct {
     int64_t N, C;
 } F(ce_ctx);
 
-static inline double F(row_expsumd)(const FT *x, int64_t n, FT m)
+#define CEL ((int)(FSM_VEC_BYTES / sizeof(FT)))
+
+/* e = exp(x - m) for x[0:n) (e may be x itself), acc[k] += e lane-wise; kind 1: ax[k] += x - m,
+   kind 2: ax[k] += w (x - m) (w offset to this block).  neg: m is the row max (x - m <= 0 or NaN),
+   so the cheaper exp variant of fsm_math.h (same results). */
+FSM_INLINE void F(ce_expsum)(const FT *x, FT *e, int64_t n, FT m, int neg, int kind, const FT *w,
+                             double *acc, double *ax)
 {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += (double)EXPD(x[i], m);
-    return s;
+    int64_t j = 0;
+    for (; j + CEL <= n; j += CEL) {
+        const FT *xb = x + j;
+        FT *eb = e + j;
+        const FT *wb = w ? w + j : w;
+#pragma omp simd
+        for (int k = 0; k < CEL; k++) {
+            FT v = xb[k];
+            FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
+            eb[k] = ev;
+            acc[k] += (double)ev;
+            if (kind == 1) ax[k] += (double)(v - m);
+            if (kind == 2) ax[k] += (double)(wb[k] * (v - m));
+        }
+    }
+    const int r = (int)(n - j);
+    const FT *xb = x + j;
+    FT *eb = e + j;
+    const FT *wb = w ? w + j : w;
+    for (int k = 0; k < r; k++) {
+        FT v = xb[k];
+        FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
+        eb[k] = ev;
+        acc[k] += (double)ev;
+        if (kind == 1) ax[k] += (double)(v - m);
+        if (kind == 2) ax[k] += (double)(wb[k] * (v - m));
+    }
 }
 
-/* The loss comes from the same loop whether or not the gradient is wanted (so the fused call
-   returns bit-identical losses); the gradient pass recomputes exp(x_j - m), reading x_j just
-   before writing g_j, so grad may be logits itself. */
+/* probability targets: e as above; acc += e, aq += q, ax += q (x - m), q = w (a P + eC) */
+FSM_INLINE void F(ce_expsum_probs)(const FT *x, FT *e, const FT *P, const FT *w, int64_t n, FT m,
+                                   int neg, FT a, FT eCf, double *acc, double *aq, double *ax)
+{
+    int64_t j = 0;
+    for (; j + CEL <= n; j += CEL) {
+        const FT *xb = x + j, *Pb = P + j;
+        FT *eb = e + j;
+        const FT *wb = w ? w + j : w;
+#pragma omp simd
+        for (int k = 0; k < CEL; k++) {
+            FT v = xb[k];
+            FT q = a * Pb[k] + eCf;
+            if (wb) q = wb[k] * q;
+            FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
+            eb[k] = ev;
+            acc[k] += (double)ev;
+            aq[k] += (double)q;
+            ax[k] += (double)(q * (v - m));
+        }
+    }
+    const int r = (int)(n - j);
+    const FT *xb = x + j, *Pb = P + j;
+    FT *eb = e + j;
+    const FT *wb = w ? w + j : w;
+    for (int k = 0; k < r; k++) {
+        FT v = xb[k];
+        FT q = a * Pb[k] + eCf;
+        if (wb) q = wb[k] * q;
+        FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
+        eb[k] = ev;
+        acc[k] += (double)ev;
+        aq[k] += (double)q;
+        ax[k] += (double)(q * (v - m));
+    }
+}
+
+/* the lanes, summed in a fixed order (pairwise) */
+FSM_INLINE double F(ce_lanes)(double *acc)
+{
+    for (int h = CEL / 2; h >= 1; h /= 2)
+        for (int k = 0; k < h; k++) acc[k] += acc[k + h];
+    return acc[0];
+}
+
+/* the pass over the whole row: into g (may be x) or, g NULL, through an L1 scratch block */
+FSM_INLINE void F(ce_pass)(const FT *x, FT *g, int64_t C, FT m, int neg, int kind, const FT *w,
+                           double *acc, double *ax)
+{
+    FT buf[FSM_BLOCK];
+    for (int64_t a = 0; a < C; a += FSM_BLOCK) {
+        int64_t n = C - a < FSM_BLOCK ? C - a : FSM_BLOCK;
+        FT *dst = g ? g + a : buf;
+        const FT *wa = w ? w + a : w;
+        if (neg) F(ce_expsum)(x + a, dst, n, m, 1, kind, wa, acc, ax);
+        else F(ce_expsum)(x + a, dst, n, m, 0, kind, wa, acc, ax);
+    }
+}
+
 static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
 {
     const int64_t C = c->C;
@@ -748,41 +841,34 @@ static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
     }
     const FT xt = x[ti];
     FT m = F(row_max)(x, C);
-    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
-    double s = 0.0, sx = 0.0;
-    if (eps == 0) {
-        s = F(row_expsumd)(x, C, m);
-    } else if (w) {
-#pragma omp simd reduction(+ : s, sx)
-        for (int64_t j = 0; j < C; j++) {
-            s += (double)EXPD(x[j], m);
-            sx += (double)(w[j] * (x[j] - m));
-        }
-    } else {
-#pragma omp simd reduction(+ : s, sx)
-        for (int64_t j = 0; j < C; j++) {
-            s += (double)EXPD(x[j], m);
-            sx += (double)(x[j] - m);
-        }
-    }
+    const int neg = F(finite)(m);
+    if (FSM_UNLIKELY(!neg)) m = 0;
+    double acc[CEL], ax[CEL];
+    for (int k = 0; k < CEL; k++) acc[k] = ax[k] = 0.0;
+    if (eps == 0) F(ce_pass)(x, g, C, m, neg, 0, NULL, acc, ax);
+    else if (w) F(ce_pass)(x, g, C, m, neg, 2, w, acc, ax);
+    else F(ce_pass)(x, g, C, m, neg, 1, NULL, acc, ax);
+    const double s = F(ce_lanes)(acc), sx = eps == 0 ? 0.0 : F(ce_lanes)(ax);
     const double wt = w ? (double)w[ti] : 1.0;
     const double Q = (1.0 - eps) * wt + eC * c->wsum;
     const double sq = (1.0 - eps) * wt * ((double)xt - (double)m) + eC * sx;
     c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
     if (g) {
-        const FT qs = (FT)(Q / s), scale = (FT)c->scale, eCf = (FT)eC;
+        const double qs = Q / s;
+        const FT cs = (FT)(qs * c->scale), q0 = (FT)(eC * c->scale);
+        const FT et = neg ? EXPDN(xt, m) : EXPD(xt, m);
         if (eps == 0) {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs);
+            for (int64_t j = 0; j < C; j++) g[j] = g[j] * cs;
         } else if (w) {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - eCf * w[j]);
+            for (int64_t j = 0; j < C; j++) g[j] = g[j] * cs - q0 * w[j];
         } else {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - eCf);
+            for (int64_t j = 0; j < C; j++) g[j] = g[j] * cs - q0;
         }
         const double qt = (1.0 - eps) * wt + eC * wt;
-        g[ti] = scale * (EXPD(xt, m) * qs - (FT)qt);
+        g[ti] = (FT)(c->scale * ((double)et * qs - qt));
     }
 }
 
@@ -795,38 +881,33 @@ static void F(ce_row_probs)(const F(ce_ctx) *c, int64_t i)
     const FT *w = c->weight;
     const FT a = (FT)(1.0 - c->eps), eCf = (FT)(c->eps / (double)C);
     FT m = F(row_max)(x, C);
-    if (FSM_UNLIKELY(!F(finite)(m))) m = 0;
-    double s = 0.0, Q = 0.0, sq = 0.0;
-    if (w) {
-#pragma omp simd reduction(+ : s, Q, sq)
-        for (int64_t j = 0; j < C; j++) {
-            FT q = w[j] * (a * P[j] + eCf);
-            s += (double)EXPD(x[j], m);
-            Q += (double)q;
-            sq += (double)(q * (x[j] - m));
-        }
-    } else {
-#pragma omp simd reduction(+ : s, Q, sq)
-        for (int64_t j = 0; j < C; j++) {
-            FT q = a * P[j] + eCf;
-            s += (double)EXPD(x[j], m);
-            Q += (double)q;
-            sq += (double)(q * (x[j] - m));
-        }
+    const int neg = F(finite)(m);
+    if (FSM_UNLIKELY(!neg)) m = 0;
+    double acc[CEL], aq[CEL], ax[CEL];
+    for (int k = 0; k < CEL; k++) acc[k] = aq[k] = ax[k] = 0.0;
+    FT buf[FSM_BLOCK];
+    for (int64_t b = 0; b < C; b += FSM_BLOCK) {
+        int64_t n = C - b < FSM_BLOCK ? C - b : FSM_BLOCK;
+        FT *dst = g ? g + b : buf;
+        const FT *wb = w ? w + b : w;
+        if (neg) F(ce_expsum_probs)(x + b, dst, P + b, wb, n, m, 1, a, eCf, acc, aq, ax);
+        else F(ce_expsum_probs)(x + b, dst, P + b, wb, n, m, 0, a, eCf, acc, aq, ax);
     }
+    const double s = F(ce_lanes)(acc), Q = F(ce_lanes)(aq), sq = F(ce_lanes)(ax);
     c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
     if (g) {
-        const FT qs = (FT)(Q / s), scale = (FT)c->scale;
+        const FT cs = (FT)(Q / s * c->scale), scale = (FT)c->scale;
         if (w) {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++)
-                g[j] = scale * (EXPD(x[j], m) * qs - w[j] * (a * P[j] + eCf));
+            for (int64_t j = 0; j < C; j++) g[j] = g[j] * cs - scale * (w[j] * (a * P[j] + eCf));
         } else {
 #pragma omp simd
-            for (int64_t j = 0; j < C; j++) g[j] = scale * (EXPD(x[j], m) * qs - (a * P[j] + eCf));
+            for (int64_t j = 0; j < C; j++) g[j] = g[j] * cs - scale * (a * P[j] + eCf);
         }
     }
 }
+
+#undef CEL
 
 /* integer targets, rows of C <= FSM_SMALL_N: rows [i0, i0+g) transposed into a (C, g) buffer,
    the per-row sums vectorized across rows, the gradient transposed back */
