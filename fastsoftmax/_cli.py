@@ -445,7 +445,8 @@ def format_markdown(doc: dict) -> str:
             + " | ".join(f"vs {p}" for p in peers) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in doc["cases"]:
-        ours = [r for r in c["results"] if r["kind"] == "ours"]
+        # like summary() and plot(): the in-place variants are listed by the text table only
+        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
         if not ours:
             continue
         best = min(ours, key=lambda r: r["median_s"])
