@@ -41,6 +41,7 @@ Algorithms (``m``: max, ``s``: sum of exp(x - m)):
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -65,6 +66,8 @@ _SMALL_BLOCK = 4096    # elements per group of small rows
 _MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
                        # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
 _SMALL_COST = 3        # rows of <= _SMALL_N elements cost ~3x more per element
+_CHUNKS = 8            # chunks per thread, claimed dynamically: a late or preempted worker
+_MIN_CHUNK = 1 << 16   # costs one chunk; but a chunk costs ~5-10 us of GIL-held dispatch
 
 
 # ------------------------------------------------------------------------------- primitives
@@ -951,15 +954,48 @@ def _bounds(lo, hi, nt, align=1):
     return [min(hi, lo + i * step) for i in range(nt)] + [hi]
 
 
-def _run(tasks):
-    """Run the zero-argument callables ``tasks``: the first on this thread, the rest on the pool."""
-    if len(tasks) == 1:
-        return [tasks[0]()]
-    pool = _get_pool(len(tasks) - 1)
-    futs = [pool.submit(t) for t in tasks[1:]]
-    res = [tasks[0]()]
-    res.extend(f.result() for f in futs)
+def _run(tasks, nt=None):
+    """Run the zero-argument callables ``tasks`` on this thread and nt - 1 pool threads (nt
+    defaults to one thread per task).  Each thread claims the next unclaimed task until none is
+    left, so a pool thread that wakes late (15-80 us here, more when the core is busy) finds
+    less or nothing to do, and the caller waits only for tasks that have started, never for a
+    thread that has not."""
+    n = len(tasks)
+    nt = n if nt is None else min(nt, n)
+    if nt <= 1:
+        return [t() for t in tasks]
+    res = [None] * n
+    errors = []
+    claim = itertools.count()      # next() on a count is atomic under the GIL
+    finished = itertools.count(1)
+    done = threading.Event()
+
+    def drain():
+        while True:
+            i = next(claim)
+            if i >= n:
+                return
+            try:
+                res[i] = tasks[i]()
+            except BaseException as exc:  # re-raised on the calling thread
+                errors.append(exc)
+            if next(finished) == n:
+                done.set()
+
+    pool = _get_pool(nt - 1)
+    for _ in range(nt - 1):
+        pool.submit(drain)
+    drain()
+    done.wait()
+    if errors:
+        raise errors[0]
     return res
+
+
+def _nchunks(nt, parts, work):
+    """How many pieces to cut ``parts`` (rows, column groups, blocks) holding ``work`` elements
+    into for nt threads: up to _CHUNKS per thread, none below _MIN_CHUNK elements, at least nt."""
+    return max(nt, min(nt * _CHUNKS, parts, work // _MIN_CHUNK))
 
 
 def _split_rows(kern, rows, work, nthreads, args_before, args_after):
@@ -968,9 +1004,10 @@ def _split_rows(kern, rows, work, nthreads, args_before, args_after):
     if nt == 1:
         kern(*args_before, 0, rows, *args_after)
         return
-    b = _bounds(0, rows, nt)
+    k = _nchunks(nt, rows, work)
+    b = _bounds(0, rows, k)
     _run([(lambda r0=b[i], r1=b[i + 1]: kern(*args_before, r0, r1, *args_after))
-          for i in range(nt) if b[i] < b[i + 1]])
+          for i in range(k) if b[i] < b[i + 1]], nt)
 
 
 def _split_inner(kern, outer, inner, work, nthreads, head, tail):
@@ -980,14 +1017,16 @@ def _split_inner(kern, outer, inner, work, nthreads, head, tail):
         kern(*head, 0, outer, 0, inner, *tail)
         return
     if outer >= nt:
-        b = _bounds(0, outer, nt)
+        k = _nchunks(nt, outer, work)
+        b = _bounds(0, outer, k)
         tasks = [(lambda o0=b[i], o1=b[i + 1]: kern(*head, o0, o1, 0, inner, *tail))
-                 for i in range(nt) if b[i] < b[i + 1]]
+                 for i in range(k) if b[i] < b[i + 1]]
     else:
-        b = _bounds(0, inner, nt, align=16)
+        k = _nchunks(nt, inner // 16, work)
+        b = _bounds(0, inner, k, align=16)
         tasks = [(lambda k0=b[i], k1=b[i + 1]: kern(*head, 0, outer, k0, k1, *tail))
-                 for i in range(nt) if b[i] < b[i + 1]]
-    _run(tasks)
+                 for i in range(k) if b[i] < b[i + 1]]
+    _run(tasks, nt)
 
 
 def _same(a, b):
@@ -1034,12 +1073,13 @@ def _softmax_long_rows_threaded(x2, o2, log, nt):
     nb = -(-n // _BLOCK)
     bm = np.empty(nb, o2.dtype)
     bs = np.empty(nb, np.float64)
-    b = _bounds(0, n, nt, align=_BLOCK)
+    k = _nchunks(nt, nb, n)
+    b = _bounds(0, n, k, align=_BLOCK)
     for i in range(rows):
         xi = None if x2 is None else x2[i]
         oi = o2[i]
         _run([(lambda j0=b[t], j1=b[t + 1]: _online_pass1(xi, oi, j0, j1, log, bm, bs))
-              for t in range(nt) if b[t] < b[t + 1]])
+              for t in range(k) if b[t] < b[t + 1]], nt)
         m, s, ok = _merge_blocks(bm, bs)
         if not ok:  # a non-finite row: softmax all NaN, log_softmax in three passes
             if log:
@@ -1048,7 +1088,7 @@ def _softmax_long_rows_threaded(x2, o2, log, nt):
                 oi.fill(np.nan)
             continue
         _run([(lambda j0=b[t], j1=b[t + 1]: _online_pass2(xi, oi, j0, j1, log, bm, m, s))
-              for t in range(nt) if b[t] < b[t + 1]])
+              for t in range(k) if b[t] < b[t + 1]], nt)
 
 
 def logsumexp(x, b, out, sign, nthreads):
