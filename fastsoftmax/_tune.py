@@ -44,16 +44,22 @@ N_REPRESENTATIVE = {"n<=32": 10, "n<=1K": 500, "n<=16K": 4096, "n<=256K": 32768,
 
 # Choices measured on the development machine (AMD EPYC Zen 4, 2 cores, AVX-512; fastsoftmax
 # 0.1.0, numba 0.68.1, 2026-11-24) with `fastsoftmax tune --threads 1,2`, then `--emit-builtin`:
-# key -> "backend/method", only the classes where the default (cython/auto) lost by >= MIN_GAIN.
+# key -> "backend/method": the classes where the default (cython/auto) lost by >= MIN_GAIN, and
+# the default where the same class at the other thread class departs from it.
 # Used when no valid per-user file exists (and for the classes that file does not name).
 BUILTIN: dict[str, str] = {
     'cross_entropy|float32|n<=16K,rows>64,last|t1': 'numba/auto',
+    'cross_entropy|float32|n<=16K,rows>64,last|tN': 'cython/auto',
     'cross_entropy|float32|n<=1K,rows>64,last|t1': 'numba/auto',
+    'cross_entropy|float32|n<=1K,rows>64,last|tN': 'cython/auto',
     'cross_entropy|float32|n<=256K,rows<=64,last|t1': 'numba/auto',
+    'cross_entropy|float32|n<=256K,rows<=64,last|tN': 'cython/auto',
     'cross_entropy|float32|n>256K,rows<=64,last|t1': 'numba/auto',
+    'cross_entropy|float32|n>256K,rows<=64,last|tN': 'cython/auto',
     'cross_entropy|float32|n>256K,rows=1,last|t1': 'numba/auto',
     'cross_entropy|float32|n>256K,rows=1,last|tN': 'numba/auto',
     'cross_entropy|float32|n>256K,rows>64,last|t1': 'numba/auto',
+    'cross_entropy|float32|n>256K,rows>64,last|tN': 'cython/auto',
     'log_softmax|float32|n<=16K,rows<=64,last|t1': 'numba/three_pass',
     'log_softmax|float32|n<=16K,rows<=64,last|tN': 'numba/auto',
     'log_softmax|float32|n<=16K,rows>64,last|t1': 'numba/auto',
@@ -83,10 +89,13 @@ BUILTIN: dict[str, str] = {
     'log_softmax|float64|n<=16K,rows>64,last|t1': 'numba/three_pass',
     'log_softmax|float64|n<=16K,rows>64,last|tN': 'numba/three_pass',
     'log_softmax|float64|n<=16K,rows>64,strided|t1': 'numba/online',
+    'log_softmax|float64|n<=16K,rows>64,strided|tN': 'cython/auto',
     'log_softmax|float64|n<=1K,rows<=64,strided|t1': 'cython/online',
+    'log_softmax|float64|n<=1K,rows<=64,strided|tN': 'cython/auto',
     'log_softmax|float64|n<=1K,rows>64,last|t1': 'numba/three_pass',
     'log_softmax|float64|n<=1K,rows>64,last|tN': 'numba/online',
     'log_softmax|float64|n<=1K,rows>64,strided|t1': 'numba/online',
+    'log_softmax|float64|n<=1K,rows>64,strided|tN': 'cython/auto',
     'log_softmax|float64|n<=256K,rows<=64,last|t1': 'numba/auto',
     'log_softmax|float64|n<=256K,rows<=64,last|tN': 'cython/online',
     'log_softmax|float64|n<=256K,rows=1,last|t1': 'numba/three_pass',
@@ -96,7 +105,9 @@ BUILTIN: dict[str, str] = {
     'log_softmax|float64|n<=256K,rows>64,strided|t1': 'numba/auto',
     'log_softmax|float64|n<=256K,rows>64,strided|tN': 'numba/three_pass',
     'log_softmax|float64|n<=32,rows>64,strided|t1': 'numba/auto',
+    'log_softmax|float64|n<=32,rows>64,strided|tN': 'cython/auto',
     'log_softmax|float64|n>256K,rows<=64,last|t1': 'numba/auto',
+    'log_softmax|float64|n>256K,rows<=64,last|tN': 'cython/auto',
     'log_softmax|float64|n>256K,rows<=64,strided|t1': 'numba/auto',
     'log_softmax|float64|n>256K,rows<=64,strided|tN': 'numba/online',
     'log_softmax|float64|n>256K,rows=1,last|t1': 'numba/three_pass',
@@ -110,72 +121,107 @@ BUILTIN: dict[str, str] = {
     'logsumexp|float32|n<=16K,rows<=64,strided|t1': 'numba/auto',
     'logsumexp|float32|n<=16K,rows<=64,strided|tN': 'numba/auto',
     'logsumexp|float32|n<=16K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float32|n<=16K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float32|n<=1K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float32|n<=1K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float32|n<=256K,rows<=64,last|t1': 'numba/auto',
+    'logsumexp|float32|n<=256K,rows<=64,last|tN': 'cython/auto',
     'logsumexp|float32|n<=256K,rows=1,last|t1': 'numba/auto',
     'logsumexp|float32|n<=256K,rows=1,last|tN': 'numba/auto',
     'logsumexp|float32|n<=256K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float32|n<=256K,rows>64,last|tN': 'cython/auto',
+    'logsumexp|float32|n<=256K,rows>64,strided|t1': 'cython/auto',
     'logsumexp|float32|n<=256K,rows>64,strided|tN': 'numba/auto',
     'logsumexp|float32|n>256K,rows<=64,last|t1': 'numba/auto',
+    'logsumexp|float32|n>256K,rows<=64,last|tN': 'cython/auto',
     'logsumexp|float32|n>256K,rows<=64,strided|t1': 'numba/auto',
     'logsumexp|float32|n>256K,rows<=64,strided|tN': 'numba/auto',
     'logsumexp|float32|n>256K,rows=1,last|t1': 'numba/auto',
     'logsumexp|float32|n>256K,rows=1,last|tN': 'numba/auto',
     'logsumexp|float32|n>256K,rows>64,last|t1': 'numba/auto',
     'logsumexp|float32|n>256K,rows>64,last|tN': 'numba/auto',
+    'logsumexp|float32|n>256K,rows>64,strided|t1': 'cython/auto',
     'logsumexp|float32|n>256K,rows>64,strided|tN': 'numba/auto',
     'logsumexp|float64|n<=16K,rows<=64,last|t1': 'numba/auto',
     'logsumexp|float64|n<=16K,rows<=64,last|tN': 'numba/auto',
     'logsumexp|float64|n<=16K,rows<=64,strided|t1': 'numba/auto',
     'logsumexp|float64|n<=16K,rows<=64,strided|tN': 'numba/auto',
     'logsumexp|float64|n<=16K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float64|n<=16K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float64|n<=1K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float64|n<=1K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float64|n<=1K,rows>64,strided|t1': 'numba/auto',
+    'logsumexp|float64|n<=1K,rows>64,strided|tN': 'cython/auto',
     'logsumexp|float64|n<=256K,rows<=64,last|t1': 'numba/auto',
+    'logsumexp|float64|n<=256K,rows<=64,last|tN': 'cython/auto',
     'logsumexp|float64|n<=256K,rows<=64,strided|t1': 'numba/auto',
     'logsumexp|float64|n<=256K,rows<=64,strided|tN': 'numba/auto',
     'logsumexp|float64|n<=256K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float64|n<=256K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float64|n<=256K,rows>64,strided|t1': 'numba/auto',
+    'logsumexp|float64|n<=256K,rows>64,strided|tN': 'cython/auto',
     'logsumexp|float64|n<=32,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float64|n<=32,rows>64,last|tN': 'cython/auto',
     'logsumexp|float64|n>256K,rows<=64,last|t1': 'numba/auto',
+    'logsumexp|float64|n>256K,rows<=64,last|tN': 'cython/auto',
     'logsumexp|float64|n>256K,rows<=64,strided|t1': 'numba/auto',
     'logsumexp|float64|n>256K,rows<=64,strided|tN': 'numba/auto',
     'logsumexp|float64|n>256K,rows=1,last|t1': 'numba/auto',
     'logsumexp|float64|n>256K,rows=1,last|tN': 'numba/auto',
     'logsumexp|float64|n>256K,rows>64,last|t1': 'numba/auto',
+    'logsumexp|float64|n>256K,rows>64,last|tN': 'cython/auto',
     'logsumexp|float64|n>256K,rows>64,strided|t1': 'numba/auto',
     'logsumexp|float64|n>256K,rows>64,strided|tN': 'numba/auto',
     'softmax|float32|n<=16K,rows>64,last|t1': 'numba/three_pass',
+    'softmax|float32|n<=16K,rows>64,last|tN': 'cython/auto',
     'softmax|float32|n<=16K,rows>64,strided|t1': 'cython/three_pass',
+    'softmax|float32|n<=16K,rows>64,strided|tN': 'cython/auto',
     'softmax|float32|n<=1K,rows<=64,last|t1': 'cython/three_pass',
+    'softmax|float32|n<=1K,rows<=64,last|tN': 'cython/auto',
     'softmax|float32|n<=1K,rows>64,last|t1': 'numba/online',
+    'softmax|float32|n<=1K,rows>64,last|tN': 'cython/auto',
     'softmax|float32|n<=1K,rows>64,strided|t1': 'cython/online',
+    'softmax|float32|n<=1K,rows>64,strided|tN': 'cython/auto',
     'softmax|float32|n<=256K,rows<=64,last|t1': 'numba/three_pass',
+    'softmax|float32|n<=256K,rows<=64,last|tN': 'cython/auto',
     'softmax|float32|n<=256K,rows>64,last|t1': 'numba/three_pass',
+    'softmax|float32|n<=256K,rows>64,last|tN': 'cython/auto',
+    'softmax|float32|n<=256K,rows>64,strided|t1': 'cython/auto',
     'softmax|float32|n<=256K,rows>64,strided|tN': 'cython/three_pass',
     'softmax|float32|n<=32,rows>64,last|t1': 'numba/three_pass',
     'softmax|float32|n<=32,rows>64,last|tN': 'numba/three_pass',
     'softmax|float32|n>256K,rows<=64,last|t1': 'numba/auto',
+    'softmax|float32|n>256K,rows<=64,last|tN': 'cython/auto',
     'softmax|float32|n>256K,rows=1,last|t1': 'numba/online',
     'softmax|float32|n>256K,rows=1,last|tN': 'numba/auto',
     'softmax|float32|n>256K,rows>64,last|t1': 'numba/online',
     'softmax|float32|n>256K,rows>64,last|tN': 'cython/three_pass',
     'softmax|float64|n<=16K,rows>64,last|t1': 'numba/three_pass',
+    'softmax|float64|n<=16K,rows>64,last|tN': 'cython/auto',
     'softmax|float64|n<=16K,rows>64,strided|t1': 'numba/auto',
+    'softmax|float64|n<=16K,rows>64,strided|tN': 'cython/auto',
     'softmax|float64|n<=1K,rows>64,strided|t1': 'numba/online',
     'softmax|float64|n<=1K,rows>64,strided|tN': 'cython/online',
     'softmax|float64|n<=256K,rows<=64,last|t1': 'numba/three_pass',
+    'softmax|float64|n<=256K,rows<=64,last|tN': 'cython/auto',
     'softmax|float64|n<=256K,rows<=64,strided|t1': 'cython/online',
+    'softmax|float64|n<=256K,rows<=64,strided|tN': 'cython/auto',
     'softmax|float64|n<=256K,rows=1,last|t1': 'cython/three_pass',
+    'softmax|float64|n<=256K,rows=1,last|tN': 'cython/auto',
     'softmax|float64|n<=256K,rows>64,last|t1': 'numba/auto',
+    'softmax|float64|n<=256K,rows>64,last|tN': 'cython/auto',
     'softmax|float64|n<=256K,rows>64,strided|t1': 'numba/auto',
     'softmax|float64|n<=256K,rows>64,strided|tN': 'numba/three_pass',
     'softmax|float64|n<=32,rows>64,strided|t1': 'numba/online',
+    'softmax|float64|n<=32,rows>64,strided|tN': 'cython/auto',
     'softmax|float64|n>256K,rows<=64,last|t1': 'numba/three_pass',
+    'softmax|float64|n>256K,rows<=64,last|tN': 'cython/auto',
     'softmax|float64|n>256K,rows=1,last|t1': 'numba/three_pass',
     'softmax|float64|n>256K,rows=1,last|tN': 'numba/three_pass',
     'softmax|float64|n>256K,rows>64,last|t1': 'numba/auto',
+    'softmax|float64|n>256K,rows>64,last|tN': 'cython/auto',
     'softmax|float64|n>256K,rows>64,strided|t1': 'numba/three_pass',
+    'softmax|float64|n>256K,rows>64,strided|tN': 'cython/auto',
 }
 
 _DTYPE_NAMES = {"f": "float32", "d": "float64"}
@@ -348,14 +394,18 @@ def read_file(path: str) -> tuple[dict | None, str | None]:
 
 
 def builtin_from_entries(entries: dict) -> dict[str, str]:
-    """The ``BUILTIN`` literal from a tuning file's entries: only the classes whose choice differs
-    from the default (the others need no entry)."""
+    """The ``BUILTIN`` literal from a tuning file's entries: the classes whose choice differs
+    from the default, and the default itself where the same class at the other thread class
+    departs from it (without that entry the lookup would fall back to the other thread class's
+    choice)."""
+    choice = {k: f"{e['backend']}/{e['method']}" for k, e in entries.items()}
+    departs = {k for k, e in entries.items() if choice[k] != e.get("default")}
     out = {}
     for key in sorted(entries):
-        e = entries[key]
-        choice = f"{e['backend']}/{e['method']}"
-        if choice != e.get("default"):
-            out[key] = choice
+        base, tcls = key.rsplit("|", 1)
+        other = base + ("|tN" if tcls == "t1" else "|t1")
+        if key in departs or other in departs:
+            out[key] = choice[key]
     return out
 
 

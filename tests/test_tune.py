@@ -264,6 +264,27 @@ def test_builtin_from_entries_keeps_only_departures_from_the_default():
         "softmax|float32|n<=32,rows=1,last|t1": "numba/online"}
 
 
+def test_builtin_keeps_the_default_where_the_other_thread_class_departs(monkeypatch):
+    """A class whose t1 choice departs from the default while its tN choice is the default keeps
+    an explicit tN entry: the lookup must not borrow the t1 choice for two threads."""
+    t1 = "softmax|float32|n<=1K,rows>64,last|t1"
+    tn = "softmax|float32|n<=1K,rows>64,last|tN"
+    entries = {t1: {"backend": "numba", "method": "online", "default": "cython/auto"},
+               tn: {"backend": "cython", "method": "auto", "default": "cython/auto"}}
+    table = _tune.builtin_from_entries(entries)
+    assert table == {t1: "numba/online", tn: "cython/auto"}
+    monkeypatch.setattr(_tune, "BUILTIN", table)
+    monkeypatch.setenv("FASTSOFTMAX_TUNE_FILE", "/nonexistent/fastsoftmax-tune.json")
+    _tune.invalidate()
+    try:
+        for threads, want in ((1, ("numba", "online")), (2, ("cython", "auto"))):
+            monkeypatch.setattr(_dispatch, "_num_threads", threads)
+            _tune.invalidate()
+            assert _tune.choose("softmax", np.dtype(np.float32), (4096, 1000, 1)) == want
+    finally:
+        _tune.invalidate()
+
+
 def test_emit_builtin(tune_file, capsys):
     key = _tune.make_key("logsumexp", "float64", "n<=32,rows=1,last", "t1")
     _tune.write_file(str(tune_file), {key: {"backend": "numpy", "method": "auto",
