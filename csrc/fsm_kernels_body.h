@@ -731,32 +731,15 @@ typedef struct {
 
 #define CEL ((int)(FSM_VEC_BYTES / sizeof(FT)))
 
-/* e = exp(x - m) for x[0:n) (e may be x itself), acc[k] += e lane-wise; kind 1: ax[k] += x - m,
-   kind 2: ax[k] += w (x - m) (w offset to this block).  neg: m is the row max (x - m <= 0 or NaN),
-   so the cheaper exp variant of fsm_math.h (same results). */
-FSM_INLINE void F(ce_expsum)(const FT *x, FT *e, int64_t n, FT m, int neg, int kind, const FT *w,
-                             double *acc, double *ax)
+/* e = exp(x - m) for one block of len <= CEL elements (e may be x itself), acc[k] += e in lane k;
+   kind 1: ax[k] += x - m, kind 2: ax[k] += w (x - m) (w offset to this block).  neg: m is the row
+   max (x - m <= 0 or NaN), so the cheaper exp variant of fsm_math.h (same results).  Element k of
+   every block goes to lane k, so the sums do not depend on how the loop is vectorized. */
+FSM_INLINE void F(ce_expsum_block)(const FT *xb, FT *eb, const FT *wb, int len, FT m, int neg,
+                                   int kind, double *acc, double *ax)
 {
-    int64_t j = 0;
-    for (; j + CEL <= n; j += CEL) {
-        const FT *xb = x + j;
-        FT *eb = e + j;
-        const FT *wb = w ? w + j : w;
 #pragma omp simd
-        for (int k = 0; k < CEL; k++) {
-            FT v = xb[k];
-            FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
-            eb[k] = ev;
-            acc[k] += (double)ev;
-            if (kind == 1) ax[k] += (double)(v - m);
-            if (kind == 2) ax[k] += (double)(wb[k] * (v - m));
-        }
-    }
-    const int r = (int)(n - j);
-    const FT *xb = x + j;
-    FT *eb = e + j;
-    const FT *wb = w ? w + j : w;
-    for (int k = 0; k < r; k++) {
+    for (int k = 0; k < len; k++) {
         FT v = xb[k];
         FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
         eb[k] = ev;
@@ -766,32 +749,23 @@ FSM_INLINE void F(ce_expsum)(const FT *x, FT *e, int64_t n, FT m, int neg, int k
     }
 }
 
-/* probability targets: e as above; acc += e, aq += q, ax += q (x - m), q = w (a P + eC) */
-FSM_INLINE void F(ce_expsum_probs)(const FT *x, FT *e, const FT *P, const FT *w, int64_t n, FT m,
-                                   int neg, FT a, FT eCf, double *acc, double *aq, double *ax)
+/* ce_expsum_block over x[0:n): whole blocks of CEL, then the rest */
+FSM_INLINE void F(ce_expsum)(const FT *x, FT *e, int64_t n, FT m, int neg, int kind, const FT *w,
+                             double *acc, double *ax)
 {
     int64_t j = 0;
-    for (; j + CEL <= n; j += CEL) {
-        const FT *xb = x + j, *Pb = P + j;
-        FT *eb = e + j;
-        const FT *wb = w ? w + j : w;
+    for (; j + CEL <= n; j += CEL)
+        F(ce_expsum_block)(x + j, e + j, w ? w + j : w, CEL, m, neg, kind, acc, ax);
+    F(ce_expsum_block)(x + j, e + j, w ? w + j : w, (int)(n - j), m, neg, kind, acc, ax);
+}
+
+/* probability targets, one block of len <= CEL: e as above; acc += e, aq += q, ax += q (x - m),
+   q = w (a P + eC), lane k for element k */
+FSM_INLINE void F(ce_probs_block)(const FT *xb, FT *eb, const FT *Pb, const FT *wb, int len, FT m,
+                                  int neg, FT a, FT eCf, double *acc, double *aq, double *ax)
+{
 #pragma omp simd
-        for (int k = 0; k < CEL; k++) {
-            FT v = xb[k];
-            FT q = a * Pb[k] + eCf;
-            if (wb) q = wb[k] * q;
-            FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
-            eb[k] = ev;
-            acc[k] += (double)ev;
-            aq[k] += (double)q;
-            ax[k] += (double)(q * (v - m));
-        }
-    }
-    const int r = (int)(n - j);
-    const FT *xb = x + j, *Pb = P + j;
-    FT *eb = e + j;
-    const FT *wb = w ? w + j : w;
-    for (int k = 0; k < r; k++) {
+    for (int k = 0; k < len; k++) {
         FT v = xb[k];
         FT q = a * Pb[k] + eCf;
         if (wb) q = wb[k] * q;
@@ -801,6 +775,16 @@ FSM_INLINE void F(ce_expsum_probs)(const FT *x, FT *e, const FT *P, const FT *w,
         aq[k] += (double)q;
         ax[k] += (double)(q * (v - m));
     }
+}
+
+FSM_INLINE void F(ce_expsum_probs)(const FT *x, FT *e, const FT *P, const FT *w, int64_t n, FT m,
+                                   int neg, FT a, FT eCf, double *acc, double *aq, double *ax)
+{
+    int64_t j = 0;
+    for (; j + CEL <= n; j += CEL)
+        F(ce_probs_block)(x + j, e + j, P + j, w ? w + j : w, CEL, m, neg, a, eCf, acc, aq, ax);
+    F(ce_probs_block)(x + j, e + j, P + j, w ? w + j : w, (int)(n - j), m, neg, a, eCf, acc, aq,
+                      ax);
 }
 
 /* the lanes, summed in a fixed order (pairwise) */
