@@ -66,8 +66,8 @@ _SMALL_BLOCK = 4096    # elements per group of small rows
 _MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
                        # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
 _SMALL_COST = 3        # rows of <= _SMALL_N elements cost ~3x more per element
-_CHUNKS = 8            # chunks per thread, claimed dynamically: a late or preempted worker
-_MIN_CHUNK = 1 << 16   # costs one chunk; but a chunk costs ~5-10 us of GIL-held dispatch
+_CHUNKS = 8            # chunks per thread, claimed one by one: a late worker costs one chunk
+_MIN_CHUNK = 1 << 16   # elements per chunk at least: a chunk costs ~5-10 us of GIL-held dispatch
 
 
 # ------------------------------------------------------------------------------- primitives
