@@ -87,6 +87,36 @@ static inline void F(row_shift)(const FT *x, FT *y, int64_t n, FT m, FT ls)
     for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) - ls;
 }
 
+/* y = x - m (y may be x), returns s = sum exp(x - m); neg: m >= max x (the cheaper exp).
+   log_softmax's exp pass writes its output, so the write-allocate of a fresh y overlaps the
+   exps and the last pass (row_sub) runs in cache: y = (x - m) - log(s), as row_shift. */
+static inline double F(row_shiftstore)(const FT *x, FT *y, int64_t n, FT m, int neg)
+{
+    double s = 0.0;
+    if (neg) {
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < n; i++) {
+            FT d = x[i] - m;
+            y[i] = d;
+            s += (double)EXPN(d);
+        }
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < n; i++) {
+            FT d = x[i] - m;
+            y[i] = d;
+            s += (double)EXP(d);
+        }
+    }
+    return s;
+}
+
+static inline void F(row_sub)(FT *y, int64_t n, FT c)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] - c;
+}
+
 static inline int F(finite)(FT v) { return v - v == 0; }
 
 /* online (m, s) of x[0:n); s is 0 and m is -inf for an empty or all -inf range.
@@ -134,13 +164,14 @@ static inline FT F(fix_max)(FT m, int log)
 
 static void F(softmax_row_3pass)(const FT *x, FT *y, int64_t n, int log)
 {
-    FT m = F(fix_max)(F(row_max)(x, n), log);
+    FT mx = F(row_max)(x, n);
+    FT m = F(fix_max)(mx, log);
     if (!log) {
         double s = F(row_expsum_store)(x, y, n, m);
         F(row_scale)(y, n, (FT)(1.0 / s));
     } else {
-        double s = F(row_expsum)(x, n, m);
-        F(row_shift)(x, y, n, m, (FT)fsm_log_f64(s));
+        double s = F(row_shiftstore)(x, y, n, m, F(finite)(mx));
+        F(row_sub)(y, n, (FT)fsm_log_f64(s));
     }
 }
 
