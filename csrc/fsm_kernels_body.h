@@ -1,5 +1,6 @@
 /* fsm_kernels_body.h -- the kernels for one float type FT (included by fsm_kernels_impl.c with
- * FT = float, then FT = double; F(name) appends _f32 / _f64, EXP / LOGT are fsm_math.h's).
+ * FT = float, then FT = double; F(name) appends _f32 / _f64; EXP, EXPD, EXPN, EXPDN and LOGT
+ * are fsm_math.h's functions, chosen per type by fsm_kernels_impl.c).
  *
  * Design (names as in docs/DESIGN.md: m running max, s sum):
  *   Accumulators are double for both dtypes (the float32 -> double widening is vectorized).
@@ -22,13 +23,6 @@
  */
 
 /* ================================================================ row primitives */
-
-/* exp(x - m) (as EXPD) and exp(d) (as EXP) for x - m <= 0 or NaN only: where m is the max of
-   the x's or NaN (fsm_math.h: one scale factor instead of two, same results) */
-#undef EXPDN
-#undef EXPN
-#define EXPDN(x, m) _Generic((FT)0, float: fsm_expdiffn_f32, double: fsm_expdiffn_f64)(x, m)
-#define EXPN(d) _Generic((FT)0, float: fsm_expn_f32, double: fsm_expn_f64)(d)
 
 static inline FT F(row_max)(const FT *x, int64_t n)
 {

@@ -80,27 +80,38 @@ static inline double fsm_sign(double v)
     return v > 0 ? 1.0 : v < 0 ? -1.0 : v == 0 ? 0.0 : v;
 }
 
+/* EXP(d), EXPD(x, m) = exp(x - m); EXPN, EXPDN: the same for d = x - m <= 0 or NaN only, where
+   m is the max of the x's or NaN (fsm_math.h: one scale factor instead of two, same results) */
 #define FT float
 #define F(name) name##_f32
 #define EXP fsm_exp_f32
 #define EXPD(x, m) fsm_expdiff_f32(x, m)
+#define EXPN fsm_expn_f32
+#define EXPDN(x, m) fsm_expdiffn_f32(x, m)
 #define LOGT fsm_log_f32
 #include "fsm_kernels_body.h"
 #undef FT
 #undef F
 #undef EXP
 #undef EXPD
+#undef EXPN
+#undef EXPDN
 #undef LOGT
 
 #define FT double
 #define F(name) name##_f64
 #define EXP fsm_exp_f64
 #define EXPD(x, m) fsm_exp_f64((x) - (m))
+#define EXPN fsm_expn_f64
+#define EXPDN(x, m) fsm_expdiffn_f64(x, m)
 #define LOGT fsm_log_f64
 #include "fsm_kernels_body.h"
 #undef FT
 #undef F
 #undef EXP
+#undef EXPD
+#undef EXPN
+#undef EXPDN
 #undef LOGT
 
 const fsm_ops FSM_CAT(fsm_ops_, FSM_ISA) = {
