@@ -436,6 +436,13 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _fastest_ours(case: dict) -> dict | None:
+    """Our fastest contender of a case, the in-place variants left out (the text table lists
+    them; the summary, the markdown table and the plot compare like with like)."""
+    ours = [r for r in case["results"] if r["kind"] == "ours" and not r.get("variant")]
+    return min(ours, key=lambda r: r["median_s"]) if ours else None
+
+
 def format_markdown(doc: dict) -> str:
     """One row per case: our best contender's throughput, the peers' and the speedups."""
     peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
@@ -445,11 +452,9 @@ def format_markdown(doc: dict) -> str:
             + " | ".join(f"vs {p}" for p in peers) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in doc["cases"]:
-        # like summary() and plot(): the in-place variants are listed by the text table only
-        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
-        if not ours:
+        best = _fastest_ours(c)
+        if best is None:
             continue
-        best = min(ours, key=lambda r: r["median_s"])
         by = {r["contender"]: r for r in c["results"]}
         gbs = " | ".join(f"{by[p]['gb_per_s']:.2f}" if p in by else "-" for p in peers)
         sp = " | ".join(_fmt_x(best["speedup"].get(p)) for p in peers)
@@ -471,10 +476,9 @@ def summary(doc: dict) -> dict:
     """peer -> (geometric mean over cases of the best ours-vs-peer speedup, number of cases)."""
     acc: dict = {}
     for c in doc["cases"]:
-        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
-        if not ours:
+        best = _fastest_ours(c)
+        if best is None:
             continue
-        best = min(ours, key=lambda r: r["median_s"])
         for p, v in best["speedup"].items():
             if v > 0:
                 acc.setdefault(p, []).append(math.log(v))
@@ -491,9 +495,8 @@ def plot(doc: dict, path: str) -> None:
 
     rows = []
     for c in doc["cases"]:
-        ours = [r for r in c["results"] if r["kind"] == "ours" and not r.get("variant")]
-        if ours:
-            best = min(ours, key=lambda r: r["median_s"])
+        best = _fastest_ours(c)
+        if best is not None:
             rows.append((f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}\n"
                          f"{best['contender']}", best["speedup"]))
     peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
