@@ -774,9 +774,7 @@ def _ce_rows(x, target, probs, weight, ignore_index, eps, scale, loss, grad, r0,
     scratch = np.empty(min(C, _BLOCK), src.dtype)
     for i in range(r0, r1):
         xi = src[i]
-        if grad is None:
-            dst = scratch
-        else:
+        if grad is not None:
             dst = grad[i]
         t = 0
         if target is not None:
