@@ -18,9 +18,9 @@ import threading
 
 BACKENDS = ("numba", "cython", "numpy")
 _MODULES = {
-    "numba": "fastsoftmax._numba_kernels",
+    "numba": "fastsoftmax.backends.numba",
     "cython": "fastsoftmax._cext",
-    "numpy": "fastsoftmax._reference",
+    "numpy": "fastsoftmax.backends.reference",
 }
 # preference of "auto" when no measured table says otherwise
 AUTO_ORDER = ("cython", "numba", "numpy")

@@ -53,7 +53,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._numba_exp import cjit, fexp, fexpd, fexpn, flog, log64
+from .exp import cjit, fexp, fexpd, fexpn, flog, log64
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
 
