@@ -3,10 +3,8 @@
 A drop-in for ``scipy.special.softmax / log_softmax / logsumexp`` (same signatures, dtypes, shapes,
 values and edge cases), and cross-entropy with PyTorch's options and its gradient in one pass.
 Kernels are compiled twice, with Numba and as a C extension; a dispatcher picks one per call.
+The package's layers and how to add an op: docs/DESIGN.md.
 """
-__version__ = "0.1.0"
-
-from ._api import cross_entropy, log_softmax, logsumexp, softmax
 from ._dispatch import (
     BackendUnavailableError,
     available_backends,
@@ -15,6 +13,8 @@ from ._dispatch import (
     set_num_threads,
     use_backend,
 )
+from ._version import __version__
+from .ops import cross_entropy, log_softmax, logsumexp, softmax
 
 __all__ = [
     "softmax",

@@ -1,4 +1,4 @@
 """``python -m fastsoftmax``: the same command as the ``fastsoftmax`` console script."""
-from ._cli import main
+from .tools.cli import main
 
 raise SystemExit(main())

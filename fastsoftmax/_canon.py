@@ -124,6 +124,56 @@ class Layout:
         """Shape of a reduction's result (reduced axes dropped), in source axis order."""
         return tuple(self.shape[a] for a in range(len(self.shape)) if a not in self.axes)
 
+    @classmethod
+    def reduce(cls, x: np.ndarray, axes: tuple[int, ...]) -> "Layout":
+        """The ``(outer, n, inner)`` form of reducing ``x`` over ``axes``.
+
+        Free (no copy) when the reduced axes are one block of consecutive axes of a C-contiguous
+        array, or of an F-contiguous one (read through its transpose).  Otherwise the kept axes
+        go first and the reduced axes last, and the data is copied once.
+        """
+        shape = x.shape
+        nd = x.ndim
+        n = prod(shape[a] for a in axes)
+        block = not axes or axes == tuple(range(axes[0], axes[-1] + 1))
+        if block and x.flags.c_contiguous:
+            lo, hi = (axes[0], axes[-1] + 1) if axes else (nd, nd)
+            return cls(shape, axes, tuple(range(nd)), prod(shape[:lo]), n, prod(shape[hi:]),
+                       False)
+        if block and axes and x.flags.f_contiguous and nd > 1:
+            perm = tuple(reversed(range(nd)))
+            rev = [nd - 1 - a for a in reversed(axes)]
+            lo, hi = rev[0], rev[-1] + 1
+            rshape = [shape[a] for a in perm]
+            return cls(shape, axes, perm, prod(rshape[:lo]), n, prod(rshape[hi:]), False)
+        return cls._moved_last(shape, axes)
+
+    @classmethod
+    def _moved_last(cls, shape, axes) -> "Layout":
+        """The copying layout: kept axes first, reduced axes last, ``inner == 1``."""
+        kept = tuple(a for a in range(len(shape)) if a not in axes)
+        return cls(shape, axes, kept + axes, prod(shape[a] for a in kept),
+                   prod(shape[a] for a in axes), 1, True)
+
+    @classmethod
+    def rows(cls, x: np.ndarray, axis: int) -> "Layout":
+        """Rows of one class axis, the class axis last: ``(rows, C, 1)``.  Free for the last
+        axis of a C-contiguous array (and the first of an F-contiguous one), else one copy."""
+        lay = cls.reduce(x, (axis,))
+        return lay if lay.inner == 1 else cls._moved_last(x.shape, (axis,))
+
+    @classmethod
+    def joint(cls, a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> "Layout":
+        """One layout for two same-shaped inputs reduced together: free when both arrays
+        have it, else the copying layout (each input copied once by ``to3``)."""
+        if a.shape != b.shape:
+            raise ValueError(f"the two inputs must have the same shape, got {a.shape} and "
+                             f"{b.shape}")
+        la = cls.reduce(a, axes)
+        if la == cls.reduce(b, axes):
+            return la
+        return cls._moved_last(a.shape, axes)
+
     def to3(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """The canonical C-contiguous 3-D array of ``x`` (a view when possible)."""
         t = x.transpose(self.perm)
@@ -150,31 +200,6 @@ class Layout:
         if keepdims:
             t = t.reshape([1 if a in self.axes else s for a, s in enumerate(self.shape)])
         return t
-
-
-def layout(x: np.ndarray, axes: tuple[int, ...]) -> Layout:
-    """Choose the ``(outer, n, inner)`` form of reducing ``x`` over ``axes``.
-
-    Free (no copy) when the reduced axes are one block of consecutive axes of a C-contiguous
-    array, or of an F-contiguous one (read through its transpose).  Otherwise the kept axes
-    go first and the reduced axes last, and the data is copied once.
-    """
-    shape = x.shape
-    nd = x.ndim
-    n = prod(shape[a] for a in axes)
-    block = not axes or axes == tuple(range(axes[0], axes[-1] + 1))
-    if block and x.flags.c_contiguous:
-        lo, hi = (axes[0], axes[-1] + 1) if axes else (nd, nd)
-        return Layout(shape, axes, tuple(range(nd)), prod(shape[:lo]), n, prod(shape[hi:]), False)
-    if block and axes and x.flags.f_contiguous and nd > 1:
-        perm = tuple(reversed(range(nd)))
-        rev = [nd - 1 - a for a in reversed(axes)]
-        lo, hi = rev[0], rev[-1] + 1
-        rshape = [shape[a] for a in perm]
-        return Layout(shape, axes, perm, prod(rshape[:lo]), n, prod(rshape[hi:]), False)
-    kept = tuple(a for a in range(nd) if a not in axes)
-    perm = kept + axes
-    return Layout(shape, axes, perm, prod(shape[a] for a in kept), n, 1, True)
 
 
 def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:

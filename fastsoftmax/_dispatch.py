@@ -4,7 +4,11 @@ A backend is a module implementing the kernel contract of docs/DESIGN.md.  Modul
 (Numba alone costs ~0.5 s to import), so ``import fastsoftmax`` stays fast; a backend whose import
 fails is remembered as unavailable, with the reason, and "auto" simply passes it over.
 
-Adding a backend: one row in ``_MODULES`` (and ``AUTO_ORDER``) plus the module itself.
+"auto" asks the policy (``_policy``) built from the tables in force (``_tables``, loaded on the
+first "auto" call) for the measured winner of the op's size class, else runs ``AUTO_ORDER``.
+
+Adding a backend: one row in ``_MODULES`` (and ``AUTO_ORDER``, ``_policy.BACKENDS``) plus the
+module itself.
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import importlib.util
 import os
 import threading
 
-BACKENDS = ("numba", "cython", "numpy")
+from . import _policy, _registry, _tables
+
+BACKENDS = _policy.BACKENDS
 _MODULES = {
     "numba": "fastsoftmax.backends.numba",
     "cython": "fastsoftmax._cext",
@@ -45,7 +51,8 @@ def _check_name(name, origin: str) -> str:
 
 
 def _probe(name: str) -> str | None:
-    """Why ``name`` cannot load, without importing it (None: it looks loadable)."""
+    """Why ``name`` cannot load (None: it looks loadable).  Numba is not imported for this (its
+    import costs ~0.5 s: finding its spec is enough); the C extension is (about a millisecond)."""
     if name in _failed:
         return _failed[name]
     if name == "numba":
@@ -54,7 +61,7 @@ def _probe(name: str) -> str | None:
         if importlib.util.find_spec(_MODULES["numba"]) is None:
             return f"{_MODULES['numba']} is missing from this installation"
     if name == "cython" and "cython" not in _loaded:
-        try:  # the extension imports in about a millisecond: just load it
+        try:
             load("cython")
         except BackendUnavailableError as exc:
             return str(exc)
@@ -102,21 +109,45 @@ def requested(backend=None) -> str:
     return "auto"
 
 
-def resolve(backend, op: str, dtype, shape3) -> tuple[str, object, str]:
+_policy_in_force: _policy.Policy | None = None
+_tables_desc: dict = {}
+
+
+def policy() -> _policy.Policy:
+    """The lookup in force (loaded once; ``invalidate()`` makes the next call read the tables,
+    the environment and the per-user file again -- reading them per call would cost more than
+    the lookup)."""
+    global _policy_in_force, _tables_desc
+    pol = _policy_in_force
+    if pol is None:
+        backends = available_backends()  # takes _lock itself (loading the C extension)
+        with _lock:
+            if _policy_in_force is None:
+                _policy_in_force, _tables_desc = _tables.load(backends)
+            pol = _policy_in_force
+    return pol
+
+
+def invalidate() -> None:
+    """Forget the loaded tables (and the warnings given about them)."""
+    global _policy_in_force
+    _policy_in_force = None
+    _tables.forget_warnings()
+
+
+def resolve(backend, op: _registry.Op, dtype, shape3) -> tuple[str, object, str]:
     """(name, module, method) to run ``op`` on a canonical array of ``shape3``.
 
-    ``method`` is "auto" unless the measured table (``fastsoftmax tune``) names a winner for this
-    op, dtype and size on the backend it picked.
+    ``method`` is "auto" unless the measured table names a winner for this op, dtype and size on
+    the backend it picked.
     """
     name = requested(backend)
     if name != "auto":
         return name, load(name), "auto"
-    from . import _tune  # the measured table, or the built-in one
-
-    best = _tune.choose(op, dtype, shape3)
-    if best is not None and _probe(best[0]) is None:
+    best = policy().choose(op.name, op.scheme, dtype, shape3, get_num_threads())
+    if best is not None and _probe(best.backend) is None:
         try:
-            return best[0], load(best[0]), best[1]
+            return best.backend, load(best.backend), best.method
         except BackendUnavailableError:
             pass
     for cand in AUTO_ORDER:
@@ -182,10 +213,11 @@ def get_num_threads() -> int:
 
 # -------------------------------------------------------------------------------------- info
 def info() -> dict:
-    """Version, each backend and its status, the SIMD path in use, and the thread budget."""
+    """Version, each backend and its status, the SIMD path in use, the thread budget, the ops,
+    and the dispatch table in force (and whether it was measured on this CPU)."""
     import numpy as np
 
-    from . import __version__
+    from ._version import __version__
 
     backends = {}
     for name in BACKENDS:
@@ -201,6 +233,7 @@ def info() -> dict:
         cext = load("cython")
         simd = cext.get_isa()
         backends["cython"]["isa_paths"] = list(cext.isa_paths())
+    policy()
     return {
         "version": __version__,
         "numpy": np.__version__,
@@ -208,4 +241,7 @@ def info() -> dict:
         "default_backend": requested(),
         "simd": simd,
         "threads": get_num_threads(),
+        "ops": {op.name: {"family": op.family, "methods": list(op.methods),
+                          "size_classes": op.scheme} for op in _registry.OPS.values()},
+        "dispatch_table": dict(_tables_desc),
     }

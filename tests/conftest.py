@@ -1,6 +1,7 @@
 """Shared fixtures: every test that takes ``backend`` runs on every available backend (and on
 every SIMD path of the C extension this CPU supports); tolerances per dtype live here."""
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -21,17 +22,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(autouse=True, scope="session")
 def _no_user_tuning(tmp_path_factory):
     """A tuning file in the user's cache must not steer what "auto" runs in the tests."""
-    from fastsoftmax import _tune
-
     old = os.environ.get("FASTSOFTMAX_TUNE_FILE")
     os.environ["FASTSOFTMAX_TUNE_FILE"] = str(tmp_path_factory.mktemp("tune") / "tune.json")
-    _tune.invalidate()
+    _dispatch.invalidate()
     yield
     if old is None:
         os.environ.pop("FASTSOFTMAX_TUNE_FILE", None)
     else:
         os.environ["FASTSOFTMAX_TUNE_FILE"] = old
-    _tune.invalidate()
+    _dispatch.invalidate()
 
 
 def _backend_params():
@@ -106,3 +105,29 @@ def assert_close(actual, expected, dtype, atol_scale=0.0):
         actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol,
         equal_nan=True,
     )
+
+
+def stable_seed(*parts) -> int:
+    """A seed derived from a test's parameters, the same in every process (``hash()`` of a string
+    is salted per process, so a failing case could not be replayed)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def apply_layout(x, layout):
+    """``x`` (same values) in one of ``fastsoftmax._registry.LAYOUTS``."""
+    if layout == "C":
+        return np.ascontiguousarray(x)
+    if layout == "F":
+        return np.asfortranarray(x)
+    if layout == "strided":
+        big = np.repeat(x, 2, axis=-1)
+        return big[..., ::2]
+    if layout == "negstride":
+        return np.ascontiguousarray(x[::-1])[::-1]
+    if layout == "readonly":
+        y = x.copy()
+        y.flags.writeable = False
+        return y
+    if layout == "byteswapped":
+        return x.astype(x.dtype.newbyteorder(">" if np.little_endian else "<"))
+    raise AssertionError(layout)

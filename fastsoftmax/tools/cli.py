@@ -1,8 +1,8 @@
 """The ``fastsoftmax`` command: ``bench``, ``info`` and ``tune``.
 
 Exit codes: 0 success, 2 usage error (argparse), 1 runtime failure (with a message on stderr).
-The measuring lives in ``_bench`` (cases, peers, round-robin timing) and ``_tune`` (size classes,
-the per-user table); this module parses arguments and prints.
+The measuring lives in ``bench`` (cases and peers from the registry), ``timing`` (round-robin) and
+``tune``; the reports in ``report``; this module parses arguments and prints.
 """
 from __future__ import annotations
 
@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--file", metavar="FILE", help="tuning file to use (default: as above)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     t.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
-    # maintainers: print the tuning file as the BUILTIN literal of fastsoftmax/_tune.py
+    # maintainers: print the tuning file's entries worth shipping as a built-in table
+    # (fastsoftmax/data/tables/*.json)
     t.add_argument("--emit-builtin", action="store_true", help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_tune)
     return p
@@ -228,13 +229,14 @@ def main(argv=None) -> int:
 def cmd_info(args) -> int:
     import warnings
 
-    from . import _bench, _tune
+    from .. import _dispatch, _tables
+    from . import bench as _bench
 
     with warnings.catch_warnings():  # a bad tuning file is reported below, not as a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         env = _bench.environment()
-    path = _tune.tune_path()
-    doc, why = _tune.read_file(path)
+    path = _tables.tune_path()
+    doc, why = _tables.read_file(path, _dispatch.available_backends())
     env["tune_file"] = {"path": path, "exists": os.path.exists(path),
                         "usable": doc is not None and why is None, "problem": why,
                         "entries": len(doc["entries"]) if doc and why is None else 0}
@@ -262,14 +264,18 @@ def cmd_info(args) -> int:
         print(f"  {name:7s} available: {detail}")
     print(f"default backend: {_default_backend()}")
     print(f"threads: {env['threads']} (FASTSOFTMAX_NUM_THREADS or set_num_threads)")
-    tf = env["tune_file"]
+    tf, dt = env["tune_file"], env["dispatch_table"]
+    builtin = (f"built-in table {dt['builtin']} (measured on {dt['builtin_cpu'].split('|')[0]}; "
+               f"match: {dt['builtin_match']})" if dt.get("builtin")
+               else "no built-in table for a CPU like this one: the default order")
     if tf["usable"]:
-        tune_line = f"{path} ({tf['entries']} entries)"
+        tune_line = f"{path} ({tf['entries']} entries), then the {builtin}"
     elif tf["exists"]:
-        tune_line = f"built-in table; {path} is ignored: {tf['problem']}"
+        tune_line = f"{builtin}; {path} is ignored: {tf['problem']}"
     else:
-        tune_line = f"built-in table ({len(_tune.BUILTIN)} entries); no {path}"
+        tune_line = f"{builtin}; no {path}"
     print(f"dispatch table: {tune_line}")
+    print(f"  measured on this CPU: {'yes' if dt['measured_on_this_cpu'] else 'no'}")
     m = env["machine"]
     print(f"CPU: {m['cpu']} ({m['arch']}), {m['cores']} cores available; "
           f"SIMD: {' '.join(m['simd_flags']) or 'none detected'}")
@@ -283,7 +289,7 @@ def cmd_info(args) -> int:
 
 
 def _default_backend() -> str:
-    from . import _dispatch
+    from .. import _dispatch
 
     try:
         return _dispatch.requested()
@@ -301,7 +307,9 @@ def _check_plot_available() -> None:
 
 
 def cmd_bench(args) -> int:
-    from . import _bench, _dispatch
+    from .. import _dispatch
+    from . import bench as _bench
+    from .report import format_markdown, format_table, plot, summary
 
     ops = _flatten(args.op)
     dtypes = _flatten(args.dtype)
@@ -378,241 +386,49 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _fmt_t(s: float) -> str:
-    for unit, f in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= f:
-            return f"{s / f:.3g}{unit}"
-    return f"{s * 1e9:.3g}ns"
-
-
-def _fmt_x(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
-
-
-def format_table(doc: dict) -> str:
-    """The results as a text table: one block per case, one line per contender."""
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
-    head = (f"{'case':38s} {'contender':38s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
-            + " ".join(f"{'vs ' + p:>9s}" for p in peers))
-    lines = [head, "-" * len(head)]
-    problems = []
-    for c in doc["cases"]:
-        label = f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}"
-        for k, r in enumerate(c["results"]):
-            sp = " ".join(f"{_fmt_x(r['speedup'].get(p)):>9s}" for p in peers)
-            flag = ""
-            chk = r.get("check")
-            if chk and not chk["ok"]:
-                flag = "  MISMATCH"
-                problems.append(f"{c['id']}: {r['contender']} differs from the NumPy formula "
-                                f"(max relative error {chk['max_rel_err']:.3g})")
-            who = r["contender"]
-            if r.get("resolved"):
-                who = f"{who}={r['resolved']}"
-            lines.append(f"{(label if k == 0 else ''):38s} {who:38s} "
-                         f"{_fmt_t(r['median_s']):>8s} {r['gelem_per_s']:8.3f} "
-                         f"{r['gb_per_s']:7.2f} {sp}{flag}")
-        for name, err in c["errors"].items():
-            problems.append(f"{c['id']}: {name} failed: {err}")
-    skipped = sorted({f"{p} ({why})" for c in doc["cases"] for p, why in c["skipped"].items()})
-    lines.append("")
-    lines.append("time: median per call; vs X: median over repetitions of t_X / t_this "
-                 "(> 1: faster than X); GB/s: bytes read + written per second.")
-    summ = summary(doc)
-    if summ:
-        lines.append("geometric mean speedup of the best fastsoftmax contender per case: "
-                     + ", ".join(f"vs {p} {v:.2f}x ({n} cases)" for p, (v, n) in summ.items()))
-    if skipped:
-        lines.append("peers skipped: " + "; ".join(skipped))
-    lines += [f"WARNING: {p}" for p in problems]
-    env = doc["environment"]
-    lines.append(f"{env['machine']['cpu']}, {env['machine']['cores']} cores; "
-                 f"fastsoftmax {env['versions']['fastsoftmax']}, "
-                 f"numpy {env['versions']['numpy']}, torch {env['versions']['torch']}; "
-                 f"{doc.get('elapsed_s', 0):.0f} s")
-    return "\n".join(lines)
-
-
-def _fastest_ours(case: dict) -> dict | None:
-    """Our fastest contender of a case, the in-place variants left out (the text table lists
-    them; the summary, the markdown table and the plot compare like with like)."""
-    ours = [r for r in case["results"] if r["kind"] == "ours" and not r.get("variant")]
-    return min(ours, key=lambda r: r["median_s"]) if ours else None
-
-
-def format_markdown(doc: dict) -> str:
-    """One row per case: our best contender's throughput, the peers' and the speedups."""
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
-    head = ("| op | dtype | shape | thr | fastest of ours | GB/s | "
-            + " | ".join(f"{p} GB/s" for p in peers) + " | "
-            + " | ".join(f"vs {p}" for p in peers) + " |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for c in doc["cases"]:
-        best = _fastest_ours(c)
-        if best is None:
-            continue
-        by = {r["contender"]: r for r in c["results"]}
-        gbs = " | ".join(f"{by[p]['gb_per_s']:.2f}" if p in by else "-" for p in peers)
-        sp = " | ".join(_fmt_x(best["speedup"].get(p)) for p in peers)
-        name = best["contender"].replace("fastsoftmax", "").strip("[]").replace("] ", " ")
-        if best.get("resolved"):
-            name += f" ({best['resolved']})"
-        lines.append(f"| {c['op']} | {c['dtype']} | {c['shape_name']} | {c['threads']} | "
-                     f"{name} | {best['gb_per_s']:.2f} | {gbs} | {sp} |")
-    summ = summary(doc)
-    if summ:
-        lines.append("")
-        lines.append("Geometric mean speedup of our fastest contender: "
-                     + ", ".join(f"{v:.2f}x vs {p} ({n} cases)" for p, (v, n) in summ.items())
-                     + ".")
-    return "\n".join(lines)
-
-
-def summary(doc: dict) -> dict:
-    """peer -> (geometric mean over cases of the best ours-vs-peer speedup, number of cases)."""
-    acc: dict = {}
-    for c in doc["cases"]:
-        best = _fastest_ours(c)
-        if best is None:
-            continue
-        for p, v in best["speedup"].items():
-            if v > 0:
-                acc.setdefault(p, []).append(math.log(v))
-    return {p: (math.exp(sum(v) / len(v)), len(v)) for p, v in acc.items()}
-
-
-def plot(doc: dict, path: str) -> None:
-    """Horizontal bars: speedup of the best fastsoftmax contender per case against each peer."""
-    _check_plot_available()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = []
-    for c in doc["cases"]:
-        best = _fastest_ours(c)
-        if best is not None:
-            rows.append((f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}\n"
-                         f"{best['contender']}", best["speedup"]))
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(p in sp for _, sp in rows)]
-    if not rows or not peers:
-        raise RuntimeError("nothing to plot: no case has both a fastsoftmax result and a peer")
-    from matplotlib.ticker import FuncFormatter
-
-    fig, ax = plt.subplots(figsize=(9, len(rows) * (0.16 * len(peers) + 0.25) + 1.5))
-    h = 0.8 / len(peers)
-    for k, p in enumerate(peers):
-        ys = [i + k * h for i in range(len(rows))]
-        vals = [sp.get(p, float("nan")) for _, sp in rows]
-        ax.barh(ys, vals, height=h, label=f"vs {p}")
-    ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
-    ax.set_yticklabels([lab for lab, _ in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="k", lw=0.8)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_xlabel("speedup (t_peer / t_fastsoftmax, median of paired repetitions)")
-    m = doc["environment"]["machine"]
-    ax.set_title(f"fastsoftmax {doc['environment']['versions']['fastsoftmax']} on {m['cpu']}",
-                 fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------- tune
 def cmd_tune(args) -> int:
-    from . import _tune
+    from .. import _policy, _registry, _tables
+    from . import tune
+    from .report import show_table
 
-    path = args.file or _tune.tune_path()
+    path = args.file or _tables.tune_path()
     if args.reset:
-        if _tune.reset_file(path):
-            print(f"removed {path}; 'auto' uses the built-in table again")
-        else:
-            print(f"no tuning file at {path}; nothing to remove")
+        removed = _tables.reset_file(path)
+        from .. import _dispatch
+
+        _dispatch.invalidate()
+        print(f"removed {path}; 'auto' uses the built-in table again" if removed
+              else f"no tuning file at {path}; nothing to remove")
         return 0
     if args.show:
         print(show_table(path))
         return 0
     if args.emit_builtin:
-        doc, why = _tune.read_file(path)
+        from .. import _dispatch
+
+        doc, why = _tables.read_file(path, _dispatch.available_backends())
         if doc is None or why is not None:
             raise RuntimeError(f"no usable tuning file at {path}: {why or 'missing'}")
-        print("BUILTIN: dict[str, str] = {")
-        for k, v in _tune.builtin_from_entries(doc["entries"]).items():
-            print(f"    {k!r}: {v!r},")
-        print("}")
+        print(_tables.dumps({**doc, "entries": _tables.minimal_entries(doc["entries"])}), end="")
         return 0
     ops = _flatten(args.op)
     dtypes = _flatten(args.dtype)
     for o in ops or ():
-        if o not in _tune.OPS:
-            raise UsageError(f"unknown op {o!r}: tune measures {', '.join(_tune.OPS)}")
+        if o not in _registry.OPS:
+            raise UsageError(f"unknown op {o!r}: tune measures {', '.join(_registry.OPS)}")
     for d in dtypes or ():
-        if d not in _tune.DTYPES:
+        if d not in _policy.DTYPES:
             raise UsageError(f"unknown dtype {d!r}: choose float32 or float64")
-    plan = _tune.plan(ops=ops, dtypes=dtypes, threads=args.threads, quick=args.quick)
+    plan = tune.plan(ops=ops, dtypes=dtypes, threads=args.threads, quick=args.quick)
     prog = Progress(len(plan), enabled=not args.no_progress)
     try:
         with _watchdog(CASE_TIMEOUT_S * max(1, len(plan) // 4), "tune"):
-            entries = _tune.measure(plan, budget_s=args.budget, progress=prog.step)
+            entries = tune.measure(plan, budget_s=args.budget, progress=prog.step)
     finally:
         prog.close()
-    _tune.write_file(path, entries, {
+    tune.write(path, entries, {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "budget_s": args.budget, "quick": bool(args.quick),
     })
     print(show_table(path))
     return 0
-
-
-def _default_choice() -> str:
-    from . import _dispatch
-
-    first = [b for b in _dispatch.available_backends() if b != "numpy"]
-    return f"{first[0]}/auto" if first else "numpy/auto"
-
-
-def show_table(path: str) -> str:
-    from . import _tune
-
-    doc, why = _tune.read_file(path)
-    lines = []
-    if doc is None and why is None:
-        lines.append(f"no tuning file at {path}; 'auto' uses the built-in table "
-                     f"({len(_tune.BUILTIN)} entries)")
-        entries = {k: {"backend": v.split("/")[0], "method": v.split("/")[1]}
-                   for k, v in _tune.BUILTIN.items()}
-    elif why is not None:
-        lines.append(f"{path} is ignored: {why}")
-        lines.append(f"'auto' uses the built-in table ({len(_tune.BUILTIN)} entries)")
-        entries = {k: {"backend": v.split("/")[0], "method": v.split("/")[1]}
-                   for k, v in _tune.BUILTIN.items()}
-    else:
-        fp = doc["fingerprint"]
-        lines.append(f"tuning file {path}: {len(doc['entries'])} entries, measured "
-                     f"{doc.get('created', '?')} with fastsoftmax {fp['fastsoftmax']} on "
-                     f"{fp['cpu'].split('|')[0]}, backends {', '.join(fp['backends'])}")
-        entries = doc["entries"]
-    if entries:
-        lines.append(f"{'op':13s} {'dtype':8s} {'size class':28s} {'thr':4s} "
-                     f"{'choice':18s} {'fastest':18s} {'gain':>6s}")
-        for key in sorted(entries):
-            op, dt, cls, tc = key.split("|")
-            e = entries[key]
-            win = f"{e['backend']}/{e['method']}"
-            gain = e.get("gain")
-            gs = f"{gain:.2f}x" if isinstance(gain, (int, float)) else ""
-            lines.append(f"{op:13s} {dt:8s} {cls:28s} {tc:4s} {win:18s} "
-                         f"{str(e.get('fastest', '')):18s} {gs:>6s}")
-        lines.append(f"gain: t_default / t_fastest (median of paired ratios); the fastest "
-                     f"replaces the default ({_default_choice()}) only from "
-                     f"{_tune.MIN_GAIN:.2f}x")
-    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""softmax and log_softmax: drop-ins for ``scipy.special.softmax`` / ``log_softmax``."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _canon, _dispatch, _registry
+from ._common import backend_for, check_choice, overlaps
+
+_OPS = {False: _registry.OPS["softmax"], True: _registry.OPS["log_softmax"]}
+
+
+def _softmax_like(x, axis, out, backend, method, log: bool):
+    op = _OPS[log]
+    arr = _canon.as_array(x, "x")
+    res_dtype = _canon.exp_result_dtype(arr.dtype, op.name)
+    axes = _canon.normalize_axes(axis, arr.ndim)
+    check_choice(method, op.methods, "method")
+    if out is not None:
+        _canon.check_out(out, arr.shape, res_dtype)
+    lay = _canon.Layout.reduce(arr, axes)
+    if lay.n == 0:
+        raise ValueError(
+            f"{op.name} over an empty axis is undefined: the reduced axes {axes} of shape "
+            f"{arr.shape} hold no element (scipy.special raises here too)"
+        )
+    res = out if out is not None else np.empty_like(arr, dtype=res_dtype)
+    if arr.size:
+        cdt = _canon.compute_dtype(res_dtype)
+        _, mod, tuned = backend_for(backend, op, cdt, lay.shape3)
+        method = tuned if method == "auto" else method
+        x3 = lay.to3(arr, cdt or res_dtype)
+        dst = lay.view3(res) if res.dtype == x3.dtype else None
+        if dst is None or overlaps(dst, x3):
+            dst = np.empty(lay.shape3, x3.dtype)
+        mod.softmax(x3, dst, log, method, _dispatch.get_num_threads())
+        if not np.may_share_memory(dst, res):
+            np.copyto(res, lay.from3(dst), casting="same_kind")
+    if out is None and arr.ndim == 0:
+        return res[()]
+    return res
+
+
+def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+    """Softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.softmax``.
+
+    ``axis`` is None (the whole array), an int or a tuple of ints.  The result has scipy's dtype
+    (float64 for int32/int64, float16 for int8/uint8 and float16, float32 for int16 and float32)
+    and ``x``'s shape.  ``out=`` takes a preallocated result array (it may be ``x`` itself, for an
+    in-place softmax).  ``backend`` is "auto", "numba", "cython" or "numpy"; ``method`` is "auto",
+    "three_pass" (max, exp+sum, scale) or "online" (running max and sum, then scale).
+    """
+    return _softmax_like(x, axis, out, backend, method, log=False)
+
+
+def log_softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+    """Log of the softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.log_softmax``.
+
+    Same arguments and result dtypes as :func:`softmax`.
+    """
+    return _softmax_like(x, axis, out, backend, method, log=True)

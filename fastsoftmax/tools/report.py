@@ -1,0 +1,201 @@
+"""Reports of a benchmark run (the terminal table, Markdown, the summary line, the plot) and of
+the dispatch table in force (``fastsoftmax tune --show``)."""
+from __future__ import annotations
+
+import math
+
+from .. import _dispatch, _tables
+from .tune import MIN_GAIN
+
+
+def _fmt_t(s: float) -> str:
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= f:
+            return f"{s / f:.3g}{unit}"
+    return f"{s * 1e9:.3g}ns"
+
+
+def _fmt_x(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
+
+
+def format_table(doc: dict) -> str:
+    """The results as a text table: one block per case, one line per contender."""
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    head = (f"{'case':38s} {'contender':38s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
+            + " ".join(f"{'vs ' + p:>9s}" for p in peers))
+    lines = [head, "-" * len(head)]
+    problems = []
+    for c in doc["cases"]:
+        label = f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}"
+        for k, r in enumerate(c["results"]):
+            sp = " ".join(f"{_fmt_x(r['speedup'].get(p)):>9s}" for p in peers)
+            flag = ""
+            chk = r.get("check")
+            if chk and not chk["ok"]:
+                flag = "  MISMATCH"
+                problems.append(f"{c['id']}: {r['contender']} differs from the NumPy formula "
+                                f"(max relative error {chk['max_rel_err']:.3g})")
+            who = r["contender"]
+            if r.get("resolved"):
+                who = f"{who}={r['resolved']}"
+            lines.append(f"{(label if k == 0 else ''):38s} {who:38s} "
+                         f"{_fmt_t(r['median_s']):>8s} {r['gelem_per_s']:8.3f} "
+                         f"{r['gb_per_s']:7.2f} {sp}{flag}")
+        for name, err in c["errors"].items():
+            problems.append(f"{c['id']}: {name} failed: {err}")
+    skipped = sorted({f"{p} ({why})" for c in doc["cases"] for p, why in c["skipped"].items()})
+    lines.append("")
+    lines.append("time: median per call; vs X: median over repetitions of t_X / t_this "
+                 "(> 1: faster than X); GB/s: bytes read + written per second.")
+    summ = summary(doc)
+    if summ:
+        lines.append("geometric mean speedup of the best fastsoftmax contender per case: "
+                     + ", ".join(f"vs {p} {v:.2f}x ({n} cases)" for p, (v, n) in summ.items()))
+    if skipped:
+        lines.append("peers skipped: " + "; ".join(skipped))
+    lines += [f"WARNING: {p}" for p in problems]
+    env = doc["environment"]
+    lines.append(f"{env['machine']['cpu']}, {env['machine']['cores']} cores; "
+                 f"fastsoftmax {env['versions']['fastsoftmax']}, "
+                 f"numpy {env['versions']['numpy']}, torch {env['versions']['torch']}; "
+                 f"{doc.get('elapsed_s', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def _fastest_ours(case: dict) -> dict | None:
+    """Our fastest contender of a case, the in-place variants left out (the text table lists
+    them; the summary, the markdown table and the plot compare like with like)."""
+    ours = [r for r in case["results"] if r["kind"] == "ours" and not r.get("variant")]
+    return min(ours, key=lambda r: r["median_s"]) if ours else None
+
+
+def format_markdown(doc: dict) -> str:
+    """One row per case: our best contender's throughput, the peers' and the speedups."""
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    head = ("| op | dtype | shape | thr | fastest of ours | GB/s | "
+            + " | ".join(f"{p} GB/s" for p in peers) + " | "
+            + " | ".join(f"vs {p}" for p in peers) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c in doc["cases"]:
+        best = _fastest_ours(c)
+        if best is None:
+            continue
+        by = {r["contender"]: r for r in c["results"]}
+        gbs = " | ".join(f"{by[p]['gb_per_s']:.2f}" if p in by else "-" for p in peers)
+        sp = " | ".join(_fmt_x(best["speedup"].get(p)) for p in peers)
+        name = best["contender"].replace("fastsoftmax", "").strip("[]").replace("] ", " ")
+        if best.get("resolved"):
+            name += f" ({best['resolved']})"
+        lines.append(f"| {c['op']} | {c['dtype']} | {c['shape_name']} | {c['threads']} | "
+                     f"{name} | {best['gb_per_s']:.2f} | {gbs} | {sp} |")
+    summ = summary(doc)
+    if summ:
+        lines.append("")
+        lines.append("Geometric mean speedup of our fastest contender: "
+                     + ", ".join(f"{v:.2f}x vs {p} ({n} cases)" for p, (v, n) in summ.items())
+                     + ".")
+    return "\n".join(lines)
+
+
+def summary(doc: dict) -> dict:
+    """peer -> (geometric mean over cases of the best ours-vs-peer speedup, number of cases)."""
+    acc: dict = {}
+    for c in doc["cases"]:
+        best = _fastest_ours(c)
+        if best is None:
+            continue
+        for p, v in best["speedup"].items():
+            if v > 0:
+                acc.setdefault(p, []).append(math.log(v))
+    return {p: (math.exp(sum(v) / len(v)), len(v)) for p, v in acc.items()}
+
+
+def plot(doc: dict, path: str) -> None:
+    """Horizontal bars: speedup of the best fastsoftmax contender per case against each peer."""
+    _check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for c in doc["cases"]:
+        best = _fastest_ours(c)
+        if best is not None:
+            rows.append((f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}\n"
+                         f"{best['contender']}", best["speedup"]))
+    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
+             if any(p in sp for _, sp in rows)]
+    if not rows or not peers:
+        raise RuntimeError("nothing to plot: no case has both a fastsoftmax result and a peer")
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(9, len(rows) * (0.16 * len(peers) + 0.25) + 1.5))
+    h = 0.8 / len(peers)
+    for k, p in enumerate(peers):
+        ys = [i + k * h for i in range(len(rows))]
+        vals = [sp.get(p, float("nan")) for _, sp in rows]
+        ax.barh(ys, vals, height=h, label=f"vs {p}")
+    ax.set_yticks([i + 0.4 - h / 2 for i in range(len(rows))])
+    ax.set_yticklabels([lab for lab, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel("speedup (t_peer / t_fastsoftmax, median of paired repetitions)")
+    m = doc["environment"]["machine"]
+    ax.set_title(f"fastsoftmax {doc['environment']['versions']['fastsoftmax']} on {m['cpu']}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------- tune
+
+def _default_choice() -> str:
+    first = [b for b in _dispatch.available_backends() if b != "numpy"]
+    return f"{first[0]}/auto" if first else "numpy/auto"
+
+
+def show_table(path: str) -> str:
+    """The per-user table at ``path`` (or, without a usable one, the built-in table in force)."""
+    doc, why = _tables.read_file(path, _dispatch.available_backends())
+    lines = []
+    if doc is None or why is not None:
+        lines.append(f"no tuning file at {path}" if why is None else f"{path} is ignored: {why}")
+        name, bdoc, match = _tables.builtin_for_this_cpu()
+        if bdoc is None:
+            lines.append("no built-in table was measured on a CPU like this one (match: none); "
+                         f"'auto' runs the default order ({_default_choice()})")
+            entries = []
+        else:
+            lines.append(f"'auto' uses the built-in table {name} ({len(bdoc['entries'])} "
+                         f"entries, measured on {bdoc['fingerprint']['cpu'].split('|')[0]}; "
+                         f"match: {match})")
+            entries = bdoc["entries"]
+    else:
+        fp = doc["fingerprint"]
+        lines.append(f"tuning file {path}: {len(doc['entries'])} entries, measured "
+                     f"{doc.get('created', '?')} with fastsoftmax {fp['fastsoftmax']} on "
+                     f"{fp['cpu'].split('|')[0]}, backends {', '.join(fp['backends'])}")
+        entries = doc["entries"]
+    if entries:
+        lines.append(f"{'op':13s} {'dtype':8s} {'size class':28s} {'thr':4s} "
+                     f"{'choice':18s} {'fastest':18s} {'gain':>6s}")
+        for e in sorted(entries, key=lambda e: tuple(e[f] for f in _tables.ENTRY_FIELDS)):
+            key, choice = _tables.parse_entry(e)
+            gain = e.get("gain")
+            gs = f"{gain:.2f}x" if isinstance(gain, (int, float)) else ""
+            lines.append(f"{key.op:13s} {key.dtype:8s} {str(key.size):28s} {key.threads:4s} "
+                         f"{str(choice):18s} {str(e.get('fastest', '')):18s} {gs:>6s}")
+        lines.append(f"gain: t_default / t_fastest (median of paired ratios); the fastest "
+                     f"replaces the default ({_default_choice()}) only from "
+                     f"{MIN_GAIN:.2f}x")
+    return "\n".join(lines)
