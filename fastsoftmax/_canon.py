@@ -119,11 +119,6 @@ class Layout:
         """Axes not reduced, in the order the kernel's (outer, inner) output holds them."""
         return tuple(a for a in self.perm if a not in self.axes)
 
-    @property
-    def reduced_shape(self) -> tuple[int, ...]:
-        """Shape of a reduction's result (reduced axes dropped), in source axis order."""
-        return tuple(self.shape[a] for a in range(len(self.shape)) if a not in self.axes)
-
     @classmethod
     def reduce(cls, x: np.ndarray, axes: tuple[int, ...]) -> "Layout":
         """The ``(outer, n, inner)`` form of reducing ``x`` over ``axes``.
