@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""fastsoftmax._cext: the Cython wrapper of the C kernels (csrc/fsm_kernels*.c).
+"""fastsoftmax._cext: the Cython wrapper of the C kernels (csrc/, table in csrc/fsm_ops.def).
 
 Kernel contract: docs/DESIGN.md.  Arrays arrive validated (C-contiguous float32/float64, shapes
 per the contract); this module only picks the float32/float64 entry of the current ISA path's
@@ -16,30 +16,10 @@ from libc.stdint cimport int64_t
 cnp.import_array()
 
 
-cdef extern from "fsm_kernels.h" nogil:
-    ctypedef struct fsm_ops:
-        const char *name
-        void (*softmax_f32)(const float *x, float *out, int64_t outer, int64_t n, int64_t inner,
-                         int log, int method, int nthreads) noexcept nogil
-        void (*softmax_f64)(const double *x, double *out, int64_t outer, int64_t n, int64_t inner,
-                         int log, int method, int nthreads) noexcept nogil
-        void (*logsumexp_f32)(const float *x, const float *b, float *out, float *sign,
-                           int64_t outer, int64_t n, int64_t inner, int nthreads) noexcept nogil
-        void (*logsumexp_f64)(const double *x, const double *b, double *out, double *sign,
-                           int64_t outer, int64_t n, int64_t inner, int nthreads) noexcept nogil
-        void (*cross_entropy_f32)(const float *logits, const int64_t *target, const float *probs,
-                               const float *weight, int64_t ignore_index, double smoothing,
-                               double scale, float *loss, float *grad, int64_t N, int64_t C,
-                               int nthreads) noexcept nogil
-        void (*cross_entropy_f64)(const double *logits, const int64_t *target, const double *probs,
-                               const double *weight, int64_t ignore_index, double smoothing,
-                               double scale, double *loss, double *grad, int64_t N, int64_t C,
-                               int nthreads) noexcept nogil
-        void (*exp_f32)(const float *x, float *out, int64_t n) noexcept nogil
-        void (*exp_f64)(const double *x, double *out, int64_t n) noexcept nogil
-        void (*log_f32)(const float *x, float *out, int64_t n) noexcept nogil
-        void (*log_f64)(const double *x, double *out, int64_t n) noexcept nogil
+# the struct fsm_ops (the table of one ISA path), written by setup.py from csrc/fsm_ops.def
+include "fsm_ops.pxi"
 
+cdef extern from "fsm_kernels.h" nogil:
     int fsm_isa_count()
     const char *fsm_isa_name(int i)
     const fsm_ops *fsm_isa_ops(const char *name)
@@ -181,31 +161,26 @@ def cross_entropy(cnp.ndarray logits, target, probs, weight, ignore_index, smoot
     return loss
 
 
-def exp(cnp.ndarray x, cnp.ndarray out):
-    """out = the kernels' own exp of x (1-D)."""
+cdef object _elementwise(cnp.ndarray x, cnp.ndarray out, bint lg):
+    """out = the kernels' own exp (lg False) or log (lg True) of x (1-D)."""
     cdef int64_t n = cnp.PyArray_SIZE(x)
     cdef void *px = cnp.PyArray_DATA(x)
     cdef void *po = cnp.PyArray_DATA(out)
     cdef const fsm_ops *ops = _ops
     if _is_f32(x):
         with nogil:
-            ops.exp_f32(<const float *>px, <float *>po, n)
+            (ops.log_f32 if lg else ops.exp_f32)(<const float *>px, <float *>po, n)
     else:
         with nogil:
-            ops.exp_f64(<const double *>px, <double *>po, n)
+            (ops.log_f64 if lg else ops.exp_f64)(<const double *>px, <double *>po, n)
     return out
+
+
+def exp(cnp.ndarray x, cnp.ndarray out):
+    """out = the kernels' own exp of x (1-D)."""
+    return _elementwise(x, out, False)
 
 
 def log(cnp.ndarray x, cnp.ndarray out):
     """out = the kernels' own log of x (1-D)."""
-    cdef int64_t n = cnp.PyArray_SIZE(x)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *po = cnp.PyArray_DATA(out)
-    cdef const fsm_ops *ops = _ops
-    if _is_f32(x):
-        with nogil:
-            ops.log_f32(<const float *>px, <float *>po, n)
-    else:
-        with nogil:
-            ops.log_f64(<const double *>px, <double *>po, n)
-    return out
+    return _elementwise(x, out, True)

@@ -2,7 +2,8 @@
  *
  * The kernel source fsm_kernels_impl.c is compiled once per ISA path (setup.py gives each object
  * its own -m flags and -DFSM_ISA=<name>); each object exports one `fsm_ops_<name>` table.
- * fsm_dispatch.c picks the best table the CPU supports (__builtin_cpu_supports).
+ * fsm_dispatch.c picks the best table the CPU supports (__builtin_cpu_supports).  The entries
+ * of the table and their signatures are listed once, in fsm_ops.def.
  *
  * Kernel contract: docs/DESIGN.md.  All arrays C-contiguous, one float dtype per call, already
  * validated; kernels never fail and never write their inputs (out may be x itself for softmax,
@@ -19,33 +20,13 @@ extern "C" {
 
 enum { FSM_METHOD_AUTO = 0, FSM_METHOD_THREE_PASS = 1, FSM_METHOD_ONLINE = 2 };
 
+/* the table: one function pointer per line of fsm_ops.def (an X-macro list, also read by
+   setup.py for Cython); name is the ISA path */
 typedef struct fsm_ops {
     const char *name;
-    /* x, out: (outer, n, inner); out may equal x */
-    void (*softmax_f32)(const float *x, float *out, int64_t outer, int64_t n, int64_t inner,
-                        int log, int method, int nthreads);
-    void (*softmax_f64)(const double *x, double *out, int64_t outer, int64_t n, int64_t inner,
-                        int log, int method, int nthreads);
-    /* x, b: (outer, n, inner), b may be NULL; out, sign: (outer, inner), sign may be NULL */
-    void (*logsumexp_f32)(const float *x, const float *b, float *out, float *sign,
-                          int64_t outer, int64_t n, int64_t inner, int nthreads);
-    void (*logsumexp_f64)(const double *x, const double *b, double *out, double *sign,
-                          int64_t outer, int64_t n, int64_t inner, int nthreads);
-    /* logits: (N, C); exactly one of target (N,) / probs (N, C) non-NULL; weight (C,) or NULL;
-       loss (N,); grad (N, C) or NULL, may equal logits */
-    void (*cross_entropy_f32)(const float *logits, const int64_t *target, const float *probs,
-                              const float *weight, int64_t ignore_index, double smoothing,
-                              double scale, float *loss, float *grad, int64_t N, int64_t C,
-                              int nthreads);
-    void (*cross_entropy_f64)(const double *logits, const int64_t *target, const double *probs,
-                              const double *weight, int64_t ignore_index, double smoothing,
-                              double scale, double *loss, double *grad, int64_t N, int64_t C,
-                              int nthreads);
-    /* elementwise: exactly the exp / log the kernels use */
-    void (*exp_f32)(const float *x, float *out, int64_t n);
-    void (*exp_f64)(const double *x, double *out, int64_t n);
-    void (*log_f32)(const float *x, float *out, int64_t n);
-    void (*log_f64)(const double *x, double *out, int64_t n);
+#define FSM_OP(entry, params) void (*entry) params;
+#include "fsm_ops.def"
+#undef FSM_OP
 } fsm_ops;
 
 /* fsm_dispatch.c */

@@ -1024,13 +1024,15 @@ static void F(cross_entropy)(const FT *logits, const int64_t *target, const FT *
 
 /* ================================================================ elementwise, for the tests */
 
-static void F(vexp)(const FT *x, FT *out, int64_t n)
+/* the table's exp / log entries: exactly the exp and log of the kernels */
+
+static void F(exp)(const FT *x, FT *out, int64_t n)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) out[i] = EXP(x[i]);
 }
 
-static void F(vlog)(const FT *x, FT *out, int64_t n)
+static void F(log)(const FT *x, FT *out, int64_t n)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) out[i] = LOGT(x[i]);

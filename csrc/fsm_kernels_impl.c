@@ -7,6 +7,7 @@
  * The loops are plain C with `#pragma omp simd` (-fopenmp-simd: no OpenMP runtime); the maths
  * (fsm_math.h) is inlined into them, so the vector width is the ISA's.
  * The per-dtype code is in fsm_kernels_body.h, included twice (float32, float64).
+ * The table at the end is generated from fsm_ops.def (designated: .entry = entry).
  */
 #include <math.h>
 #include <stdint.h>
@@ -115,10 +116,8 @@ static inline double fsm_sign(double v)
 #undef LOGT
 
 const fsm_ops FSM_CAT(fsm_ops_, FSM_ISA) = {
-    FSM_STR(FSM_ISA),
-    softmax_f32, softmax_f64,
-    logsumexp_f32, logsumexp_f64,
-    cross_entropy_f32, cross_entropy_f64,
-    vexp_f32, vexp_f64,
-    vlog_f32, vlog_f64,
+    .name = FSM_STR(FSM_ISA),
+#define FSM_OP(entry, params) .entry = entry,
+#include "fsm_ops.def"
+#undef FSM_OP
 };
