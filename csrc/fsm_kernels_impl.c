@@ -6,7 +6,11 @@
  * Each object exports the table fsm_ops_<FSM_ISA>; everything else here is static.
  * The loops are plain C with `#pragma omp simd` (-fopenmp-simd: no OpenMP runtime); the maths
  * (fsm_math.h) is inlined into them, so the vector width is the ISA's.
- * The per-dtype code is in fsm_kernels_body.h, included twice (float32, float64).
+ * The per-dtype code is in one header per op family, each included twice (float32, float64):
+ *   fsm_rows.h     the work split (threads, rows, tiles, blocks: written once) and the row
+ *                  primitives shared by the families, plus the elementwise exp / log entries
+ *   fsm_softmax.h  softmax, log_softmax          fsm_lse.h  logsumexp
+ *   fsm_ce.h       the fused cross-entropy
  * The table at the end is generated from fsm_ops.def (designated: .entry = entry).
  */
 #include <math.h>
@@ -48,72 +52,33 @@
 #endif
 #define FSM_WORK_PER_THREAD (1 << 18) /* elements per thread: below, a 2nd thread lost (measured) */
 
-static inline int fsm_pick_threads(int64_t work, int nthreads)
-{
-    if (nthreads <= 1) return 1;
-    int64_t t = work / FSM_WORK_PER_THREAD;
-    if (t < 1) t = 1;
-    if (t > nthreads) t = nthreads;
-    return (int)t;
-}
+/* The elementary functions the kernels call, for the current float type (F pastes _f32 / _f64,
+   fsm_math.h): EXP(d); EXPD(x, m) = exp(x - m); EXPN, EXPDN: the same for d = x - m <= 0 or NaN
+   only, where m is the max of the x's or NaN (one scale factor instead of two, same results);
+   LOGT(x). */
+#define EXP F(fsm_exp)
+#define EXPD F(fsm_expdiff)
+#define EXPN F(fsm_expn)
+#define EXPDN F(fsm_expdiffn)
+#define LOGT F(fsm_log)
 
-/* chunks of work for nt threads: 8 per thread (claimed dynamically, so a thread that the OS
-   schedules late costs little), at most `items` and 256 */
-static inline int fsm_chunks(int64_t items, int nt)
-{
-    if (nt <= 1) return 1;
-    int64_t c = 8 * (int64_t)nt;
-    if (c > 256) c = 256;
-    if (c > items) c = items;
-    return c < 1 ? 1 : (int)c;
-}
-
-/* [lo, hi) of the tid-th of nt equal parts of [0, n) */
-static inline void fsm_split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi)
-{
-    int64_t q = n / nt, r = n % nt;            /* the first r parts get one more */
-    *lo = q * tid + (tid < r ? tid : r);
-    *hi = *lo + q + (tid < r ? 1 : 0);
-}
-
-static inline double fsm_sign(double v)
-{
-    return v > 0 ? 1.0 : v < 0 ? -1.0 : v == 0 ? 0.0 : v;
-}
-
-/* EXP(d), EXPD(x, m) = exp(x - m); EXPN, EXPDN: the same for d = x - m <= 0 or NaN only, where
-   m is the max of the x's or NaN (fsm_math.h: one scale factor instead of two, same results) */
 #define FT float
 #define F(name) name##_f32
-#define EXP fsm_exp_f32
-#define EXPD(x, m) fsm_expdiff_f32(x, m)
-#define EXPN fsm_expn_f32
-#define EXPDN(x, m) fsm_expdiffn_f32(x, m)
-#define LOGT fsm_log_f32
-#include "fsm_kernels_body.h"
+#include "fsm_rows.h"
+#include "fsm_softmax.h"
+#include "fsm_lse.h"
+#include "fsm_ce.h"
 #undef FT
 #undef F
-#undef EXP
-#undef EXPD
-#undef EXPN
-#undef EXPDN
-#undef LOGT
 
 #define FT double
 #define F(name) name##_f64
-#define EXP fsm_exp_f64
-#define EXPD(x, m) fsm_exp_f64((x) - (m))
-#define EXPN fsm_expn_f64
-#define EXPDN(x, m) fsm_expdiffn_f64(x, m)
-#define LOGT fsm_log_f64
-#include "fsm_kernels_body.h"
+#include "fsm_rows.h"
+#include "fsm_softmax.h"
+#include "fsm_lse.h"
+#include "fsm_ce.h"
 #undef FT
 #undef F
-#undef EXP
-#undef EXPD
-#undef EXPN
-#undef EXPDN
-#undef LOGT
 
 const fsm_ops FSM_CAT(fsm_ops_, FSM_ISA) = {
     .name = FSM_STR(FSM_ISA),

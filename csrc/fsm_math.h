@@ -22,6 +22,7 @@
  *     through the 2^52 bit trick (AVX2 has no vcvtqq2pd).  Specials by selects at the end.
  *   log(x) (float32): the float64 log of the exact widening, rounded once: <= 0.5 ULP + 2^-29.
  *   log1p(t) (float64, per-row use only): Goldberg's  log(u) * t / (u - 1),  u = 1 + t.
+ *   sign(v) (float64, per-row use in logsumexp).
  */
 #ifndef FSM_MATH_H
 #define FSM_MATH_H
@@ -178,6 +179,9 @@ FSM_INLINE double fsm_expn_f64(double d)
 
 FSM_INLINE double fsm_expdiffn_f64(double x, double m) { return fsm_expn_f64(x - m); }
 
+/* exp(x - m), float64: x - m rounded first (the float32 twin recovers that rounding error) */
+FSM_INLINE double fsm_expdiff_f64(double x, double m) { return fsm_exp_f64(x - m); }
+
 /* ---------------------------------------------------------------- log, float64 */
 FSM_INLINE double fsm_log_f64(double x)
 {
@@ -220,6 +224,12 @@ FSM_INLINE double fsm_log1p_f64(double t)
     if (u == 1.0) return t;                   /* also keeps t = -0.0, tiny t              */
     if (u == INFINITY) return u;
     return fsm_log_f64(u) * (t / (u - 1.0));
+}
+
+/* the sign of v: +1, -1, 0 (NaN for NaN) */
+static inline double fsm_sign(double v)
+{
+    return v > 0 ? 1.0 : v < 0 ? -1.0 : v == 0 ? 0.0 : v;
 }
 
 #endif /* FSM_MATH_H */
