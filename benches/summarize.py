@@ -71,16 +71,16 @@ def main(path):
     print("| backend | threads | vs torch geomean | vs torch min (case) | cases < 1x torch "
           "| vs numpy | vs scipy | vs copyto |")
     print("|---|---|---|---|---|---|---|---|")
-    for backend in sorted({k[0] for k in worst}):
+    for backend in sorted({k[0] for k in sp}):  # every backend with a peer, torch or not
         for t in threads:
-            w = worst.get((backend, t))
-            if w is None:
+            if not any(sp.get((backend, t, p)) for p in PEERS + ("torch",)):
                 continue
-            vt = sp[(backend, t, "torch")]
-            slower = sum(v < 1 for v in vt)
-            cells = " | ".join(fmt(sp[(backend, t, p)]) for p in PEERS)
-            print(f"| {backend} | {t} | {fmt(vt)} | {w[0]:.2f}x ({w[1]}) | {slower} of {len(vt)} "
-                  f"| {cells} |")
+            w = worst.get((backend, t))
+            vt = sp.get((backend, t, "torch"), [])
+            slower = f"{sum(v < 1 for v in vt)} of {len(vt)}" if vt else "-"
+            tmin = f"{w[0]:.2f}x ({w[1]})" if w else "-"
+            cells = " | ".join(fmt(sp.get((backend, t, p), [])) for p in PEERS)
+            print(f"| {backend} | {t} | {fmt(vt)} | {tmin} | {slower} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,52 @@
-"""One benchmark per (case, contender) of the table in fastsoftmax/_bench.py (see conftest.py)."""
+"""One benchmark per (case, contender) of the op registry's bench rows (see conftest.py)."""
 import math
 
 import numpy as np
 
-from fastsoftmax import _bench
+from fastsoftmax import _registry
+from fastsoftmax.tools import bench as _bench
+
+
+def _shape(case):
+    shape = tuple(case.shape.dims)
+    return shape if len(shape) >= 2 else (1,) + shape  # as the engine runs it
+
+
+def _baseline(bench, inp):
+    """The bench row's baseline result (the NumPy formula), as float64 arrays of its own (an
+    out= row's baseline writes into the buffer the contender writes into next)."""
+    fn = bench.peers[bench.baseline](_bench.peer_lib(bench.baseline), inp)
+    return tuple(np.array(a, dtype=np.float64, copy=True) for a in _bench._as_arrays(fn()))
 
 
 def test_op(benchmark, case, contender, resolve_contender):
     c = resolve_contender(case, contender)
-    op = _bench.OPS[case.op]
-    shape = case.shape.dims
+    _, bench = _registry.BENCHES[case.op]
+    shape = _shape(case)
     dtype = np.dtype(case.dtype)
-    inp = op.inputs(shape, dtype, np.random.default_rng(0))
+    inp = bench.inputs(shape, dtype, np.random.default_rng(0))
     if c.kind == "peer" and c.name == "torch":
         _bench._torch()  # imported before the thread budget is set
     restore = _bench._set_threads(case.threads)
     try:
+        checked = c.check and c.name != bench.baseline
+        ref = _baseline(bench, inp) if checked else None
         fn = c.make(inp)
-        fn()  # warm-up: Numba compiles, jax traces, output pages get touched
+        res = fn()  # warm-up: Numba compiles, jax traces, output pages get touched
+        if checked:  # as the engine does: a wrong result is no benchmark
+            ok, err = _bench._check(res, ref, case.dtype)
+            assert ok, f"{c.name} differs from {bench.baseline} (max relative error {err:.3g})"
+        del res, ref
         benchmark.group = case.id
         elements = math.prod(shape)
-        traffic = op.traffic(shape, dtype.itemsize)
+        traffic = bench.traffic(shape, dtype.itemsize)
         benchmark.extra_info.update(op=case.op, dtype=case.dtype, shape=list(shape),
                                     shape_name=case.shape.name, threads=case.threads,
-                                    contender=c.name, kind=c.kind, elements=elements,
-                                    bytes=traffic)
+                                    contender=c.name, kind=c.kind, backend=c.backend,
+                                    method=c.method, variant=c.variant or None,
+                                    elements=elements, bytes=traffic)
+        if c.backend == "auto":  # what the dispatcher ran
+            benchmark.extra_info["resolved"] = _bench._resolved(case, shape, dtype)
         benchmark(fn)
     finally:
         restore()

@@ -1,7 +1,8 @@
 """The ``fastsoftmax`` command: exit codes, ``info``, ``bench`` on tiny cases and its JSON schema,
 and the case table behind it.  No timing is asserted (benchmarks live in benches/)."""
+import dataclasses
+import inspect
 import json
-import os
 import subprocess
 import sys
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 import fastsoftmax
-from fastsoftmax import _bench, _cli, _dispatch, _tune
+from fastsoftmax import _dispatch, _registry, _tables
+from fastsoftmax.tools import bench as _bench
+from fastsoftmax.tools import cli as _cli
 
 # one tiny case, only the light peers: keeps each bench run well under a second
 TINY = ["bench", "--quick", "--op", "softmax", "--shape", "8x16", "--dtype", "float32",
@@ -20,9 +23,9 @@ TINY = ["bench", "--quick", "--op", "softmax", "--shape", "8x16", "--dtype", "fl
 def _own_tune_file(tmp_path, monkeypatch):
     """No test reads or writes the user's real tuning file."""
     monkeypatch.setenv("FASTSOFTMAX_TUNE_FILE", str(tmp_path / "tune.json"))
-    _tune.invalidate()
+    _dispatch.invalidate()
     yield
-    _tune.invalidate()
+    _dispatch.invalidate()
 
 
 def _run(argv, capsys):
@@ -111,7 +114,24 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------- info
-def test_info_text(capsys):
+def _builtin_line():
+    """What ``info`` says of the built-in table in force on this CPU (possibly none)."""
+    name, doc, match = _tables.builtin_for_this_cpu()
+    if doc is None:
+        return "no built-in table for a CPU like this one: the default order", match
+    return (f"built-in table {name} (measured on {doc['fingerprint']['cpu'].split('|')[0]}; "
+            f"match: {match})"), match
+
+
+def _fake_cpu(monkeypatch, cpu_id, simd):
+    model, arch, flags = cpu_id.split("|")
+    fake = {"model": model, "flags": flags.split(","), "machine": arch, "simd": simd,
+            "id": cpu_id}
+    monkeypatch.setattr(_tables, "cpu_summary", lambda: fake)
+    _dispatch.invalidate()
+
+
+def test_info_text(capsys, tmp_path):
     rc, out, _ = _run(["info"], capsys)
     assert rc == 0
     assert out.startswith(f"fastsoftmax {fastsoftmax.__version__}")
@@ -120,21 +140,33 @@ def test_info_text(capsys):
         assert word in out
     for name in _dispatch.BACKENDS:  # every backend is listed, available or with its reason
         assert f"  {name} " in out
+    line, match = _builtin_line()
+    assert f"dispatch table: {line}; no {tmp_path / 'tune.json'}\n" in out
+    yes = "yes" if match == "this CPU" else "no"
+    assert f"\n  measured on this CPU: {yes}\n" in out
 
 
-def test_info_json(capsys):
+def test_info_json(capsys, tmp_path):
     rc, out, _ = _run(["info", "--json"], capsys)
     assert rc == 0
     env = json.loads(out)
     assert set(env) >= {"machine", "versions", "backends", "available_backends", "simd",
-                        "threads", "tune_table", "tune_file"}
+                        "threads", "tune_table", "tune_file", "dispatch_table"}
     assert env["versions"]["fastsoftmax"] == fastsoftmax.__version__
     assert env["versions"]["numpy"] == np.__version__
     assert env["available_backends"] == fastsoftmax.available_backends()
     for name, b in env["backends"].items():
         assert b["available"] or b["reason"]
     assert env["threads"] == fastsoftmax.get_num_threads()
-    assert env["tune_file"]["exists"] is False
+    assert env["tune_file"] == {"path": str(tmp_path / "tune.json"), "exists": False,
+                                "usable": False, "problem": None, "entries": 0}
+    assert env["dispatch_table"] == fastsoftmax.info()["dispatch_table"]
+    assert env["tune_table"] == env["dispatch_table"]["source"]
+    name, _, match = _tables.builtin_for_this_cpu()
+    assert env["dispatch_table"]["builtin_match"] == match
+    assert env["dispatch_table"]["source"] == (f"builtin:{name}" if name else "default order")
+    assert env["dispatch_table"]["measured_on_this_cpu"] is (match == "this CPU")
+    assert env["machine"]["simd_flags"] == _tables.cpu_summary()["flags"]
 
 
 def test_info_says_why_a_tune_file_is_ignored(capsys, tmp_path):
@@ -142,6 +174,52 @@ def test_info_says_why_a_tune_file_is_ignored(capsys, tmp_path):
     rc, out, _ = _run(["info"], capsys)
     assert rc == 0
     assert "is ignored" in out and "JSON" in out
+    line, _ = _builtin_line()
+    assert f"dispatch table: {line}; {tmp_path / 'tune.json'} is ignored: " in out
+    rc, out, _ = _run(["info", "--json"], capsys)
+    env = json.loads(out)
+    tf = env["tune_file"]
+    assert (tf["exists"], tf["usable"], tf["entries"]) == (True, False, 0)
+    assert "JSON" in tf["problem"]
+    assert "JSON" in env["dispatch_table"]["user_file_ignored"]
+    assert "user_file" not in env["dispatch_table"]
+
+
+def test_info_with_a_usable_tune_file(capsys, tmp_path):
+    from fastsoftmax.tools import tune
+
+    path = tmp_path / "tune.json"
+    tune.write(str(path), [{"op": "logsumexp", "dtype": "float32", "n": "<=32", "rows": "1",
+                            "layout": "last", "threads": "t1", "backend": "numpy",
+                            "method": "auto"}], {})
+    rc, out, _ = _run(["info"], capsys)
+    assert rc == 0
+    line, _ = _builtin_line()
+    assert f"dispatch table: {path} (1 entries), then the {line}\n" in out
+    assert "\n  measured on this CPU: yes\n" in out
+    rc, out, _ = _run(["info", "--json"], capsys)
+    env = json.loads(out)
+    assert env["tune_file"] == {"path": str(path), "exists": True, "usable": True,
+                                "problem": None, "entries": 1}
+    assert env["dispatch_table"]["user_file"] == str(path) == env["tune_table"]
+    assert env["dispatch_table"]["measured_on_this_cpu"] is True
+
+
+@pytest.mark.parametrize("same_cpu", [True, False], ids=["this-cpu", "same-simd-class"])
+def test_info_on_the_cpu_of_a_shipped_table(capsys, monkeypatch, same_cpu):
+    name = sorted(_tables.builtin_docs())[0]
+    fp = _tables.builtin_docs()[name]["fingerprint"]
+    _fake_cpu(monkeypatch, fp["cpu"] if same_cpu else "Cousin CPU|x86_64|x", fp["simd"])
+    rc, out, _ = _run(["info"], capsys)
+    assert rc == 0
+    match = "this CPU" if same_cpu else f"same SIMD class ({fp['simd']})"
+    assert (f"dispatch table: built-in table {name} (measured on {fp['cpu'].split('|')[0]}; "
+            f"match: {match})") in out
+    assert f"\n  measured on this CPU: {'yes' if same_cpu else 'no'}\n" in out
+    rc, out, _ = _run(["info", "--json"], capsys)
+    dt = json.loads(out)["dispatch_table"]
+    assert (dt["builtin"], dt["builtin_match"], dt["source"]) == (name, match, f"builtin:{name}")
+    assert dt["measured_on_this_cpu"] is same_cpu
 
 
 # ---------------------------------------------------------------------------------- bench
@@ -202,7 +280,7 @@ def test_bench_every_op_quick(tmp_path, capsys):
     assert rc == 0, err
     doc = json.loads(path.read_text())
     _check_schema(doc)
-    assert {c["op"] for c in doc["cases"]} == set(_bench.OPS)
+    assert {c["op"] for c in doc["cases"]} == set(_registry.BENCHES)
     assert {c["dtype"] for c in doc["cases"]} == {"float32", "float64"}
     for c in doc["cases"]:
         auto = [r for r in c["results"] if r["contender"] == "fastsoftmax[auto]"]
@@ -242,14 +320,13 @@ def test_bench_list(capsys):
 
 
 def test_failing_contender_is_reported_not_fatal(monkeypatch, capsys):
-    def broken(inp):
+    def broken(lib, inp):
         def fn():
             raise FloatingPointError("boom")
         return fn
-    ops = dict(_bench.OPS)
-    ops["softmax"] = _bench.Op(**{**ops["softmax"].__dict__,
-                                  "peers": {**ops["softmax"].peers, "scipy": broken}})
-    monkeypatch.setattr(_bench, "OPS", ops)
+    op, bench = _registry.BENCHES["softmax"]
+    monkeypatch.setitem(_registry.BENCHES, "softmax", (op, dataclasses.replace(
+        bench, peers={**bench.peers, "scipy": broken})))
     rc, out, _ = _run(TINY, capsys)
     assert rc == 0
     assert "WARNING" in out and "scipy failed: FloatingPointError: boom" in out
@@ -264,6 +341,22 @@ def test_check_flags_a_wrong_result():
     assert not _bench._check(ref[:, :2], ref, "float64")[0]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_wrong_result_into_a_shared_out_buffer_is_flagged(monkeypatch, dtype):
+    """softmax_out: the baseline and our contender write into the same ``out`` buffer; the check
+    must compare with the baseline's values, not with the buffer our call overwrote."""
+    class Wrong:
+        @staticmethod
+        def softmax(x, axis=-1, out=None, **kw):
+            out[...] = 0.5
+            return out
+    monkeypatch.setattr(_bench, "_public", Wrong)
+    (case,) = _bench.select_cases(ops=["softmax_out"], dtypes=[dtype], shapes=["8x16"])
+    res = _bench.run_case(case, ["numpy"], peers=("numpy",), budget_s=0.002)
+    ours = next(r for r in res["results"] if r["contender"] == "fastsoftmax[numpy]")
+    assert ours["check"]["ok"] is False and ours["check"]["max_rel_err"] > 0.1
+
+
 # ----------------------------------------------------------------------------- the table
 def test_default_suite_covers_the_issue_shapes():
     cases = _bench.select_cases()
@@ -273,7 +366,10 @@ def test_default_suite_covers_the_issue_shapes():
     big = [c for c in cases if c.shape.name == "256MB"]
     assert [c.op for c in big] == ["softmax_out"]
     assert np.prod(big[0].shape.dims) * 4 == 256 * 2**20
-    assert {c.op for c in cases} == set(_bench.OPS)
+    assert {c.op for c in cases} == set(_registry.BENCHES)
+    # exactly the registry's default suite, in its order
+    want = [(o, s) for o, names in _registry.DEFAULT_SUITE for s in names]
+    assert [(c.op, c.shape.name) for c in cases] == want
 
 
 def test_full_suite_and_filters():
@@ -289,11 +385,60 @@ def test_full_suite_and_filters():
 
 
 def test_every_op_has_the_numpy_baseline_and_known_peers():
-    for op in _bench.OPS.values():
-        assert op.baseline in op.peers
-        assert set(op.peers) <= set(_bench.PEERS)
-        for s in op.shapes:
+    for name, (op, bench) in _registry.BENCHES.items():
+        assert bench.name == name and op is _registry.OPS[op.name] and bench in op.benches
+        assert bench.baseline in bench.peers
+        assert set(bench.peers) <= set(_bench.PEERS) <= set(_bench.PEER_LIBS)
+        for s in bench.shapes:
             assert s in _bench.SHAPES
+        params = inspect.signature(getattr(fastsoftmax, op.name)).parameters
+        assert bench.inplace is None or bench.inplace in params
+        assert set(bench.options) <= set(params)
+
+
+def test_full_suite_is_every_bench_row_and_its_shapes():
+    full = _bench.select_cases(full=True)
+    for name, (_, bench) in _registry.BENCHES.items():
+        for s in bench.shapes:
+            for d in _bench.SHAPES[s].dtypes:
+                got = [c for c in full if (c.op, c.shape.name, c.dtype) == (name, s, d)]
+                assert sorted(c.threads for c in got) == [1, 2], (name, s, d)
+
+
+@pytest.mark.parametrize("name", list(_registry.BENCHES))
+def test_contenders_of_each_bench_row(name, monkeypatch):
+    """Ours per backend x method (methods only for an op that takes them), the in-place variant
+    where the row names an output argument (not checked: it overwrites its input), then the
+    row's installed peers (here: all but jax; nothing is imported to list them)."""
+    op, bench = _registry.BENCHES[name]
+    monkeypatch.setattr(_bench, "peer_available",
+                        lambda p: "jax is not installed" if p == "jax" else None)
+    cons, skipped = _bench.contenders(name, ["numpy", "auto"], methods=("three_pass", "online"))
+    ours = [c for c in cons if c.kind == "ours"]
+    methods = ("three_pass", "online") if len(op.methods) > 1 else ("auto",)
+    variants = ("", "inplace") if bench.inplace else ("",)
+    assert [(c.backend, c.method, c.variant) for c in ours] == [
+        (b, m, v) for b in ("numpy", "auto") for m in methods for v in variants]
+    for c in ours:
+        label = c.backend if c.method == "auto" else f"{c.backend}:{c.method}"
+        assert c.name == f"fastsoftmax[{label}]" + (" inplace" if c.variant else "")
+        assert c.check is (c.variant != "inplace")
+    peers = [c.name for c in cons if c.kind == "peer"]
+    assert peers == [p for p in bench.peers if p != "jax"]
+    assert skipped == ({"jax": "jax is not installed"} if "jax" in bench.peers else {})
+    assert all(c.check is (c.name != "copyto") for c in cons if c.kind == "peer")
+
+
+@pytest.mark.parametrize("name", list(_registry.BENCHES))
+def test_each_bench_row_runs_and_agrees_with_its_baseline(name):
+    """One tiny case per row, ours on the reference and the numpy peer: checked, no errors."""
+    (case,) = _bench.select_cases(ops=[name], dtypes=["float64"], shapes=["8x16"])
+    res = _bench.run_case(case, ["numpy"], peers=("numpy",), budget_s=0.002)
+    assert not res["errors"], res["errors"]
+    by = {r["contender"]: r for r in res["results"]}
+    assert "numpy" in by and by["fastsoftmax[numpy]"]["check"]["ok"]
+    _, bench = _registry.BENCHES[name]
+    assert res["bytes"] == bench.traffic((8, 16), 8) and res["baseline"] == bench.baseline
 
 
 def test_missing_peer_is_skipped_with_reason(monkeypatch):
@@ -317,7 +462,7 @@ def test_console_script_is_declared():
     from importlib.metadata import entry_points
 
     eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "fastsoftmax"]
-    assert [ep.value for ep in eps] == ["fastsoftmax._cli:main"]
+    assert [ep.value for ep in eps] == ["fastsoftmax.tools.cli:main"]
 
 
 def test_bench_markdown(capsys):
