@@ -109,7 +109,7 @@ def parse_entry(ent) -> tuple[_policy.Key, _policy.Choice]:
     missing = [f for f in ENTRY_FIELDS if f not in ent]
     if missing:
         raise ValueError(f"entry {ent!r} lacks {', '.join(missing)}")
-    op = _registry.OPS.get(ent["op"])
+    op = _registry.OPS.get(ent["op"]) if isinstance(ent["op"], str) else None
     if op is None:
         raise ValueError(f"entry names an unknown op {ent['op']!r}")
     size = _policy.SizeClass(ent["n"], ent["rows"], ent["layout"])
@@ -210,8 +210,10 @@ def reset_file(path: str) -> bool:
 def builtin_docs() -> dict[str, dict]:
     """The built-in tables shipped with the package: file name -> document."""
     out = {}
-    for item in sorted(resources.files("fastsoftmax").joinpath("data", "tables").iterdir(),
-                       key=lambda p: p.name):
+    folder = resources.files("fastsoftmax").joinpath("data", "tables")
+    if not folder.is_dir():  # an install without the data files: no built-in table
+        return out
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".json"):
             out[item.name] = json.loads(item.read_text(encoding="utf-8"))
     return out

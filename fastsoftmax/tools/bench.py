@@ -237,7 +237,7 @@ def _as_arrays(res) -> tuple[np.ndarray, ...]:
     for r in items:
         if hasattr(r, "detach"):
             r = r.detach().numpy()
-        arrs.append(np.asarray(r, dtype=np.float64))
+        arrs.append(np.array(r, dtype=np.float64))  # a copy: contenders may share an out=
     return tuple(arrs)
 
 

@@ -298,18 +298,10 @@ def _default_backend() -> str:
 
 
 # ---------------------------------------------------------------------------------- bench
-def _check_plot_available() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise RuntimeError("--plot needs matplotlib, which is not installed here "
-                           "(pip install matplotlib, or pip install 'fastsoftmax[plot]')") from None
-
-
 def cmd_bench(args) -> int:
     from .. import _dispatch
     from . import bench as _bench
-    from .report import format_markdown, format_table, plot, summary
+    from .report import check_plot_available, format_markdown, format_table, plot, summary
 
     ops = _flatten(args.op)
     dtypes = _flatten(args.dtype)
@@ -351,7 +343,7 @@ def cmd_bench(args) -> int:
             print(f"{c.id:40s} {', '.join(x.name for x in cons)}{extra}")
         return 0
     if args.plot:
-        _check_plot_available()
+        check_plot_available()
     budget = args.budget or (0.8 if args.full else 0.4)
     t_start = time.time()
     doc = {
@@ -389,7 +381,7 @@ def cmd_bench(args) -> int:
 def cmd_tune(args) -> int:
     from .. import _policy, _registry, _tables
     from . import tune
-    from .report import show_table
+    from .report import builtin_in_force, show_table
 
     path = args.file or _tables.tune_path()
     if args.reset:
@@ -397,8 +389,8 @@ def cmd_tune(args) -> int:
         from .. import _dispatch
 
         _dispatch.invalidate()
-        print(f"removed {path}; 'auto' uses the built-in table again" if removed
-              else f"no tuning file at {path}; nothing to remove")
+        print(f"removed {path}" if removed else f"no tuning file at {path}; nothing to remove")
+        print(builtin_in_force()[0])
         return 0
     if args.show:
         print(show_table(path))

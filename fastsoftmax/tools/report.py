@@ -115,9 +115,17 @@ def summary(doc: dict) -> dict:
     return {p: (math.exp(sum(v) / len(v)), len(v)) for p, v in acc.items()}
 
 
+def check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib, which is not installed here "
+                           "(pip install matplotlib, or pip install 'fastsoftmax[plot]')") from None
+
+
 def plot(doc: dict, path: str) -> None:
     """Horizontal bars: speedup of the best fastsoftmax contender per case against each peer."""
-    _check_plot_available()
+    check_plot_available()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,22 +172,24 @@ def _default_choice() -> str:
     return f"{first[0]}/auto" if first else "numpy/auto"
 
 
+def builtin_in_force() -> tuple[str, list]:
+    """(a line saying what "auto" uses without a per-user file, that table's entries)."""
+    name, bdoc, match = _tables.builtin_for_this_cpu()
+    if bdoc is None:
+        return ("no built-in table was measured on a CPU like this one (match: none); "
+                f"'auto' runs the default order ({_default_choice()})"), []
+    return (f"'auto' uses the built-in table {name} ({len(bdoc['entries'])} entries, measured "
+            f"on {bdoc['fingerprint']['cpu'].split('|')[0]}; match: {match})"), bdoc["entries"]
+
+
 def show_table(path: str) -> str:
     """The per-user table at ``path`` (or, without a usable one, the built-in table in force)."""
     doc, why = _tables.read_file(path, _dispatch.available_backends())
     lines = []
     if doc is None or why is not None:
         lines.append(f"no tuning file at {path}" if why is None else f"{path} is ignored: {why}")
-        name, bdoc, match = _tables.builtin_for_this_cpu()
-        if bdoc is None:
-            lines.append("no built-in table was measured on a CPU like this one (match: none); "
-                         f"'auto' runs the default order ({_default_choice()})")
-            entries = []
-        else:
-            lines.append(f"'auto' uses the built-in table {name} ({len(bdoc['entries'])} "
-                         f"entries, measured on {bdoc['fingerprint']['cpu'].split('|')[0]}; "
-                         f"match: {match})")
-            entries = bdoc["entries"]
+        line, entries = builtin_in_force()
+        lines.append(line)
     else:
         fp = doc["fingerprint"]
         lines.append(f"tuning file {path}: {len(doc['entries'])} entries, measured "
