@@ -52,9 +52,12 @@ UNIX_COMMON = [
 OPT = ["-O1", "-g"] if DEBUG else ["-O3"]
 
 # Flags of the kernel objects only:
+#   -falign-functions=64 -falign-loops=32  code placement: the small-row kernels (200000x10)
+#       ran up to 15% faster or slower when unrelated code moved them within a 64-byte line;
+#       aligned, a kernel's speed depends on its own code only (docs/c_backend.md, measured)
 #   -Werror=incompatible-pointer-types  a kernel whose signature differs from its line in
 #       csrc/fsm_ops.def fails the build (the table's initializer)
-KERNEL_FLAGS = ["-Werror=incompatible-pointer-types"]
+KERNEL_FLAGS = ["-falign-functions=64", "-falign-loops=32", "-Werror=incompatible-pointer-types"]
 
 # ISA paths, best first: (name, flags).  baseline = the compiler's default x86-64 (SSE2).
 ISA_PATHS = [
