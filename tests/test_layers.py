@@ -19,6 +19,8 @@ LAYERS = {
     "fastsoftmax._dispatch": (2, "dispatch"),
     "fastsoftmax.ops": (3, "ops"),
     "fastsoftmax": (4, "top"),
+    "fastsoftmax.dask": (4, "top"),
+    "fastsoftmax._scipy_patch": (4, "top"),
     "fastsoftmax.tools": (5, "tools"),
     "fastsoftmax.__main__": (6, "main"),
 }
