@@ -13,6 +13,7 @@ from ._dispatch import (
     set_num_threads,
     use_backend,
 )
+from ._scipy_patch import patch_scipy, patched_scipy, unpatch_scipy
 from ._version import __version__
 from .ops import cross_entropy, log_softmax, logsumexp, softmax
 
@@ -27,5 +28,8 @@ __all__ = [
     "get_num_threads",
     "info",
     "BackendUnavailableError",
+    "patch_scipy",
+    "unpatch_scipy",
+    "patched_scipy",
     "__version__",
 ]
