@@ -238,3 +238,12 @@ def test_logsumexp_bigger_than_worker_memory(client):
     assert set(client.scheduler_info()["workers"]) == before  # no worker died or restarted
     peaks = client.run(_peak_rss)
     assert max(peaks.values()) < MEMORY_LIMIT, peaks
+
+
+def test_bench_dask_suite_runs_and_agrees():
+    """bench --dask's engine (it checks our result against dask's expression before timing)."""
+    from fastsoftmax.tools import bench_dask
+    rows = bench_dask.run(quick=True, workers=(1,), repeats=1)
+    assert {r["op"] for r in rows} == {"logsumexp", "softmax"}
+    assert all(r["ours_s"] > 0 and r["dask_s"] > 0 for r in rows)
+    assert "| logsumexp |" in bench_dask.format_table(rows)

@@ -162,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--list", action="store_true", help="list the cases and exit")
     b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     b.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # tiny shapes: tests
+    b.add_argument("--dask", action="store_true",
+                   help="fastsoftmax.dask on a LocalCluster, 1 and 2 workers, vs dask's da.exp "
+                        "expression (needs fastsoftmax[dask])")
+    b.add_argument("--realworld", action="store_true",
+                   help="hmmlearn / statsmodels / scikit-learn fits with and without "
+                        "patch_scipy(), in fresh processes (needs fastsoftmax[clients])")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="version, backends, SIMD path, threads, library versions",
@@ -298,7 +304,32 @@ def _default_backend() -> str:
 
 
 # ---------------------------------------------------------------------------------- bench
+def _cmd_bench_suite(args) -> int:
+    """bench --dask / --realworld: their engines are tools/bench_dask.py and tools/realworld.py."""
+    if args.dask and args.realworld:
+        raise UsageError("choose one of --dask and --realworld")
+    if args.dask:
+        from . import bench_dask as suite
+    else:
+        from . import realworld as suite
+    progress = None if args.no_progress else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        rows = suite.run(quick=args.quick, progress=progress)
+    except ImportError as exc:
+        extra = "dask" if args.dask else "clients"
+        print(f"{PROG}: error: {exc}; install the extra: pip install 'fastsoftmax[{extra}]'",
+              file=sys.stderr)
+        return 1
+    print(suite.format_table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"suite": "dask" if args.dask else "realworld", "rows": rows}, fh, indent=1)
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.dask or args.realworld:
+        return _cmd_bench_suite(args)
     from .. import _dispatch
     from . import bench as _bench
     from .report import check_plot_available, format_markdown, format_table, plot, summary
