@@ -8,7 +8,7 @@ In a fresh process the patch comes first, then the client's import (the patch's 
 rule, though the patch also rebinds names bound before it).
 
 Not here: scikit-learn's GaussianMixture / BayesianGaussianMixture and naive Bayes, which call
-its internal ``sklearn.utils._logsumexp``/``_array_api`` helpers rather than scipy's (1.9), so a
+its internal ``sklearn.utils._array_api._logsumexp`` rather than scipy's (1.9), so a
 scipy patch does not reach them.
 """
 from __future__ import annotations
