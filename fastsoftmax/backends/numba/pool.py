@@ -1,0 +1,130 @@
+"""Threads: a small pool of Python threads calling ``nogil`` kernels, and the work split.
+
+Rows (or, for a single long row, blocks of the row; for inner > 1, outer slices or inner column
+ranges) are cut into up to ``CHUNKS`` chunks per thread (none under ``MIN_CHUNK`` elements) that
+the calling thread and the pool threads claim one by one, so a pool thread that wakes late or is
+preempted costs at most a chunk and the caller never waits for a thread that has not started.
+This is safe when many Python threads call at once and never touches Numba's threading layer
+(whose default workqueue layer aborts on concurrent parallel calls), nor starts a second OpenMP
+runtime next to torch's.  A call uses min(nthreads, work / MIN_WORK) threads, work counted in
+elements (weighted by the op: ``SMALL_COST`` for rows of <= SMALL_N elements, x2 with a
+gradient).
+"""
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["MIN_WORK", "SMALL_COST", "nthreads_for", "bounds", "nchunks", "run", "split_rows",
+           "split_inner"]
+
+MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
+                      # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
+SMALL_COST = 3        # rows of <= SMALL_N elements cost ~3x more per element
+CHUNKS = 8            # chunks per thread, claimed one by one: a late worker costs one chunk
+MIN_CHUNK = 1 << 16   # elements per chunk at least: a chunk costs ~5-10 us of GIL-held dispatch
+
+_pool = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _get_pool(n):
+    """A pool of at least n worker threads.  A smaller old pool is dropped, not shut down: a
+    concurrent call may still be submitting to it (its idle threads exit once it is collected)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            n = max(n, os.cpu_count() or 1)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastsoftmax-numba")
+            _pool_size = n
+        return _pool
+
+
+def nthreads_for(work, nthreads, parts):
+    """How many threads ``work`` elements split into at most ``parts`` pieces are worth."""
+    nt = min(int(nthreads), int(parts), max(1, int(work // MIN_WORK)))
+    return max(1, nt)
+
+
+def bounds(lo, hi, nt, align=1):
+    """nt + 1 split points of [lo, hi), multiples of ``align`` (except hi)."""
+    step = -(-(hi - lo) // nt)
+    step = -(-step // align) * align
+    return [min(hi, lo + i * step) for i in range(nt)] + [hi]
+
+
+def nchunks(nt, parts, work):
+    """How many pieces to cut ``parts`` (rows, column groups, blocks) holding ``work`` elements
+    into for nt threads: up to CHUNKS per thread, none below MIN_CHUNK elements, at least nt."""
+    return max(nt, min(nt * CHUNKS, parts, work // MIN_CHUNK))
+
+
+def run(tasks, nt=None):
+    """Run the zero-argument callables ``tasks`` on this thread and nt - 1 pool threads (nt
+    defaults to one thread per task).  Each thread claims the next unclaimed task until none is
+    left, so a pool thread that wakes late (15-80 us here, more when the core is busy) finds
+    less or nothing to do, and the caller waits only for tasks that have started, never for a
+    thread that has not."""
+    n = len(tasks)
+    nt = n if nt is None else min(nt, n)
+    if nt <= 1:
+        return [t() for t in tasks]
+    res = [None] * n
+    errors = []
+    claim = itertools.count()      # next() on a count is atomic under the GIL
+    finished = itertools.count(1)
+    done = threading.Event()
+
+    def drain():
+        while True:
+            i = next(claim)
+            if i >= n:
+                return
+            try:
+                res[i] = tasks[i]()
+            except BaseException as exc:  # re-raised on the calling thread
+                errors.append(exc)
+            if next(finished) == n:
+                done.set()
+
+    pool = _get_pool(nt - 1)
+    for _ in range(nt - 1):
+        pool.submit(drain)
+    drain()
+    done.wait()
+    if errors:
+        raise errors[0]
+    return res
+
+
+def split_rows(kern, x, io, args, rows, work, nthreads):
+    """kern(x, io, args, r0, r1) (a rows.py kernel) over [0, rows) split across threads."""
+    nt = nthreads_for(work, nthreads, rows)
+    if nt == 1:
+        kern(x, io, args, 0, rows)
+        return
+    k = nchunks(nt, rows, work)
+    b = bounds(0, rows, k)
+    run([(lambda r0=b[i], r1=b[i + 1]: kern(x, io, args, r0, r1))
+         for i in range(k) if b[i] < b[i + 1]], nt)
+
+
+def split_inner(kern, x, io, args, outer, inner, work, nthreads):
+    """kern(x, io, args, o0, o1, k0, k1) (an inner kernel): threads split outer, or inner
+    (in multiples of 16 columns) when outer is small."""
+    nt = nthreads_for(work, nthreads, max(outer, inner))
+    if nt == 1:
+        kern(x, io, args, 0, outer, 0, inner)
+        return
+    if outer >= nt:
+        k = nchunks(nt, outer, work)
+        b = bounds(0, outer, k)
+        tasks = [(lambda o0=b[i], o1=b[i + 1]: kern(x, io, args, o0, o1, 0, inner))
+                 for i in range(k) if b[i] < b[i + 1]]
+    else:
+        k = nchunks(nt, inner // 16, work)
+        b = bounds(0, inner, k, align=16)
+        tasks = [(lambda k0=b[i], k1=b[i + 1]: kern(x, io, args, 0, outer, k0, k1))
+                 for i in range(k) if b[i] < b[i + 1]]
+    run(tasks, nt)

@@ -1,0 +1,312 @@
+"""Row primitives shared by the ops, and the factories that build every kernel's driver.
+
+Primitives (1-D, njit): ``max1``; ``sumexp1``; ``expstore1`` (o = exp(x - m), returns the sum:
+softmax's hot loop); ``expstore1x`` (the same, max terms counted apart); ``shiftstore1``
+(o = x - m, returns sum exp: log_softmax's); ``sub1``, ``scale1``, ``logout1``; online block
+statistics ``block_stats`` and their ``merge_blocks``.  Loops index from 0 over slices: an
+index that LLVM cannot prove non-negative (``range(a, b)``) makes Numba's negative-index
+wraparound a select, and the vectorizer then emits gathers (2.5x slower).  Sums are float64;
+over float32 input, float32 partial sums of ``SUB`` elements (vector lanes) are added in float64.
+
+Kernels, all from three factories, take ``(x, io, args, ...)``: ``x`` the input rows, or None
+in place; ``io`` the output that a call may write its input into (or None); ``args`` the op's
+own arguments, a tuple that reaches the op's pieces unpacked (``*args``: as parameters of their
+own, so that ``if w is None`` branches are pruned at compile time):
+
+* ``rows_kernel(name, row, setup)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an
+  (N, n) array one at a time, ``row(x, io, ws, i, *args)`` doing the op's maths on row i;
+* ``small_rows_kernel(name, shift, ex, finish, setup)`` -> ``name(x, io, args, r0, r1)``: rows of
+  n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each row's max
+  (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)`` covers the
+  group and vectorizes whatever n is; per-row float64 sums s of e; then ``finish`` (the op's logs,
+  one vectorized loop per group, and its outputs);
+* ``inner_kernel(name, body, setup)`` -> ``name(x, io, args, o0, o1, k0, k1)``: an
+  (outer, n, inner) array reduced along axis 1, ``body(x, io, ws, o, k0, k1, *args)`` vectorized
+  along the contiguous inner columns [k0, k1) of outer slice o.
+
+``setup(src, size, *args)`` returns the per-call workspace ``ws`` (scratch arrays, constants),
+allocated once per call, not per row; ``no_setup`` returns None.  The pieces are ``hook``s
+(jit.py says why); pool.py splits [r0, r1) or the (o, k) ranges over threads.
+"""
+import math
+
+import numpy as np
+
+from .explog import fexp, fexpd, fexpn
+from .intrinsics import block, fmax, like, pick, radd
+from .jit import JIT, cjit, hook, named
+
+__all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
+           "expstore1x", "shiftstore1", "sub1", "scale1", "logout1", "block_stats",
+           "merge_blocks", "no_setup", "keep", "finite_or_zero", "exp_shifted", "rows_kernel",
+           "small_rows_kernel", "inner_kernel", "x_arg"]
+
+BLOCK = 2048          # online softmax block (elements); a block stays in L1
+SUB = 512             # sums: input-dtype partial sums over SUB elements, added in float64
+SMALL_N = 48          # rows up to this length use the many-rows-at-once kernels
+SMALL_BLOCK = 4096    # elements per group of small rows
+
+_NAN = np.nan
+_INF = np.inf
+
+
+# ------------------------------------------------------------------------------- 1-D primitives
+@cjit(**JIT)
+def max1(v):
+    """max(v), NaN skipped (llvm.maxnum); NaN only when every element is NaN.  (Four
+    accumulators side by side trip an assertion in LLVM 20's loop vectorizer: keep one.)"""
+    m = v[0]
+    for j in range(1, v.shape[0]):
+        m = fmax(m, v[j])
+    return m
+
+
+@cjit(**JIT)
+def sumexp1(v, m):
+    """sum exp(v - m) in float64 (partial sums of SUB elements in v's dtype); m = max(v)."""
+    n = v.shape[0]
+    s = 0.0
+    for a in range(0, n, SUB):
+        vb = v[a:min(a + SUB, n)]
+        ps = like(m, 0.0)
+        for j in range(vb.shape[0]):
+            ps = radd(ps, fexpn(vb[j] - m))
+        s += np.float64(ps)
+    return s
+
+
+@cjit(**JIT)
+def expstore1(x, o, m):
+    """o = exp(src - m), returns sum(o) in float64 (partial sums of SUB elements in the
+    input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
+    n = o.shape[0]
+    s = 0.0
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        ps = like(m, 0.0)
+        for j in range(ob.shape[0]):
+            e = fexpd(vb[j], m)
+            ob[j] = e
+            ps = radd(ps, e)
+        s += np.float64(ps)
+    return s
+
+
+@cjit(**JIT)
+def expstore1x(x, o, m, neg):
+    """expstore1 with the max terms counted apart (as in sumexp1), for the log(s) of
+    cross-entropy; neg: m is the finite max (every src - m <= 0: the cheaper exp)."""
+    n = o.shape[0]
+    s = 0.0
+    zero = like(m, 0.0)
+    one = like(m, 1.0)
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        ps = zero
+        pk = zero
+        for j in range(ob.shape[0]):
+            v = vb[j]
+            if neg:
+                e = fexpn(v - m)
+            else:
+                e = fexp(v - m)
+            ob[j] = e
+            ps = radd(ps, e if v != m else zero)
+            pk = radd(pk, one if v == m else zero)
+        s += np.float64(ps)
+        s += np.float64(pk)
+    return s
+
+
+@cjit(**JIT)
+def shiftstore1(x, o, m, neg):
+    """o = src - m, returns sum exp(src - m) in float64; x None: src is o.  log_softmax writes
+    its output in this (compute-bound) pass, so the write-allocate traffic of a fresh output
+    overlaps the exps; the last pass then only subtracts log(s) in cache."""
+    n = o.shape[0]
+    s = 0.0
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        ps = like(m, 0.0)
+        for j in range(ob.shape[0]):
+            d = vb[j] - m
+            ob[j] = d
+            if neg:
+                ps = radd(ps, fexpn(d))
+            else:
+                ps = radd(ps, fexp(d))
+        s += np.float64(ps)
+    return s
+
+
+@cjit(**JIT)
+def sub1(o, c):
+    for j in range(o.shape[0]):
+        o[j] = o[j] - c
+
+
+@cjit(**JIT)
+def scale1(o, c):
+    for j in range(o.shape[0]):
+        o[j] = o[j] * c
+
+
+@cjit(**JIT)
+def logout1(x, o, m, ls):
+    """o = (src - m) - ls; x None: src is o."""
+    src = pick(x, o)
+    for j in range(o.shape[0]):
+        o[j] = (src[j] - m) - ls
+
+
+# ------------------------------------------------------------------------ online statistics
+@cjit(**JIT)
+def block_stats(x, o, j0, j1, store, bm, bs):
+    """Block statistics of src[j0:j1] (j0 a multiple of BLOCK; x None: src is o):
+    bm[b] = block max, bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o when
+    ``store``.  A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has
+    bs = NaN."""
+    src = pick(x, o)
+    b = j0 // BLOCK
+    for a in range(j0, j1, BLOCK):
+        e_ = min(a + BLOCK, j1)
+        vb = src[a:e_]
+        m = max1(vb)
+        bm[b] = m
+        if m == -_INF:  # all -inf, or -inf and NaN (the max of a row with a NaN is unspecified)
+            bs[b] = 0.0
+            for j in range(vb.shape[0]):
+                if vb[j] != vb[j]:
+                    bs[b] = _NAN
+            if store:
+                o[a:e_] = 0.0
+        elif not np.isfinite(m):
+            bs[b] = _NAN
+        elif not store:
+            bs[b] = sumexp1(vb, m)
+        elif x is None:
+            bs[b] = expstore1(None, o[a:e_], m)
+        else:
+            bs[b] = expstore1(vb, o[a:e_], m)
+        b += 1
+
+
+@cjit(**JIT)
+def merge_blocks(bm, bs):
+    """(m, s, ok) of the merged block statistics (Milakov & Gimelshein: s = sum bs e^(bm - m));
+    ok is False when the row is not finite (a NaN or +inf max, a NaN sum, or all -inf)."""
+    m = -_INF
+    for b in range(bm.shape[0]):
+        m = max(m, np.float64(bm[b]))
+    if not np.isfinite(m):
+        return m, _NAN, False
+    s = 0.0
+    for b in range(bm.shape[0]):
+        if bs[b] != 0.0:
+            s += bs[b] * math.exp(np.float64(bm[b]) - m)
+    return m, s, s == s
+
+
+# ------------------------------------------------------------------------------- factories
+@hook
+def no_setup(src, size, *args):
+    return None
+
+
+@hook
+def keep(m):
+    """small_rows_kernel's shift: the max itself."""
+    return m
+
+
+@hook
+def finite_or_zero(m):
+    """small_rows_kernel's shift for the log ops: a max that is not finite becomes 0 (then the
+    row's NaN / inf reach its result through x - m)."""
+    return m if np.isfinite(m) else like(m, 0.0)
+
+
+@hook
+def exp_shifted(v, m):
+    """small_rows_kernel's ex: exp(v - m), the rounded difference (for sums)."""
+    return fexp(v - m)
+
+
+def rows_kernel(name, row, setup=no_setup):
+    """The kernel ``name(x, io, args, r0, r1)``: ``row(x, io, ws, i, *args)`` for each row i of
+    [r0, r1), ws = setup(src, n, *args) once per call."""
+    def kernel(x, io, args, r0, r1):
+        src = pick(x, io)
+        ws = setup(src, src.shape[1], *args)
+        for i in range(r0, r1):
+            row(x, io, ws, i, *args)
+    return named(kernel, name, row.__doc__)
+
+
+def small_rows_kernel(name, shift, ex, finish, setup=no_setup):
+    """The kernel ``name(x, io, args, r0, r1)`` for rows of n <= SMALL_N elements, in groups of
+    R = SMALL_BLOCK // n rows.  Per group [base, base + rows):
+
+        m_r = shift(max of row r)               (per row)
+        e   = ex(x, m) over the whole group     (one flat loop: m repeated along each row)
+        s_r = sum of e over row r               (float64)
+        finish(x, io, ws, base, rows, xb, m, e, s, *args)
+
+    xb is the group's input and e its exps, flat (rows * n); m and s have one entry per row
+    (contiguous, so that the op's loops over the rows of a group vectorize).  finish may
+    overwrite s (e.g. with log(s): one vectorized loop per group, where a libm call per row
+    would dominate)."""
+    def kernel(x, io, args, r0, r1):
+        src = pick(x, io)
+        n = src.shape[1]
+        R = max(1, SMALL_BLOCK // n)
+        sf = src.reshape(src.size)
+        m = np.empty(R, src.dtype)          # each row's (shifted) max
+        mr = np.empty(R * n, src.dtype)     # the same, repeated along the row
+        e = np.empty(R * n, src.dtype)
+        s = np.empty(R, np.float64)
+        ws = setup(src, R, *args)
+        for base in range(r0, r1, R):
+            rows = min(R, r1 - base)
+            for r in range(rows):
+                mx = shift(max1(src[base + r]))
+                m[r] = mx
+                for j in range(n):
+                    mr[r * n + j] = mx
+            xb = sf[base * n:(base + rows) * n]
+            for k in range(xb.shape[0]):
+                e[k] = ex(xb[k], mr[k])
+            for r in range(rows):
+                t = 0.0
+                for j in range(n):
+                    t += np.float64(e[r * n + j])
+                s[r] = t
+            finish(x, io, ws, base, rows, xb, m, e, s, *args)
+    return named(kernel, name, finish.__doc__)
+
+
+def inner_kernel(name, body, setup=no_setup):
+    """The kernel ``name(x, io, args, o0, o1, k0, k1)`` over an (outer, n, inner) array:
+    ``body(x, io, ws, o, k0, k1, *args)`` for each outer slice o of [o0, o1), ws = setup(src,
+    k1 - k0, *args) once per call (per-column vectors of the inner range [k0, k1))."""
+    def kernel(x, io, args, o0, o1, k0, k1):
+        ws = setup(pick(x, io), k1 - k0, *args)
+        for o in range(o0, o1):
+            body(x, io, ws, o, k0, k1, *args)
+    return named(kernel, name, body.__doc__)
+
+
+# ------------------------------------------------------------------------------- Python side
+def x_arg(x, io):
+    """The kernels' ``x``: None when x is io's buffer (in place), else x.  Passing one buffer
+    under two names would make LLVM's runtime alias check fail into the scalar loop (7x
+    slower)."""
+    if io is not None and x.__array_interface__["data"][0] == io.__array_interface__["data"][0]:
+        return None
+    return x

@@ -1,0 +1,260 @@
+"""softmax and log_softmax: the kernels' maths and the contract function ``softmax``.
+
+``m``: the row max, ``s``: sum exp(x - m) (float64).
+* three_pass (rows; ``softmax_row``): max; exp(x - m) stored in out while summing (``expstore1``,
+  the hot loop); scale by 1/s.  log_softmax: max; out = x - m stored while summing exp
+  (``shiftstore1``); out -= log(s) in cache.  A max that is not finite: softmax gives a NaN row,
+  log_softmax uses m = 0 (docs/DESIGN.md).
+* online (rows): blocks of ``BLOCK`` elements: block max ``bm`` and ``bs = sum exp(x - bm)`` (exp
+  stored in out), merged into (m, s) as in Milakov & Gimelshein; second pass multiplies each block
+  by exp(bm - m) / s (one exp per element in all; log_softmax: out = (x - m) - log(s)).  The same
+  block statistics let threads split a single long row.
+* small rows (n <= SMALL_N): groups of rows, one flat exp loop (rows.small_rows_kernel).
+* inner > 1: the same three passes, vectorized along the contiguous inner axis with per-column
+  m and s vectors.
+"""
+import math
+
+import numpy as np
+
+from .explog import fexp, fexpd, log64
+from .intrinsics import block3, fmax, like, pick, rowof
+from .jit import JIT, cjit, hook
+from .pool import SMALL_COST, bounds, nchunks, nthreads_for, run, split_inner, split_rows
+from .rows import (BLOCK, SMALL_N, block_stats, exp_shifted, expstore1, finite_or_zero, inner_kernel,
+                   keep, logout1, max1, merge_blocks, rows_kernel, scale1, shiftstore1,
+                   small_rows_kernel, sub1, x_arg)
+
+__all__ = ["softmax"]
+
+_NAN = np.nan
+
+
+# ------------------------------------------------------------------------ rows: three passes
+@cjit(**JIT)
+def softmax_row(x, o, log):
+    """One row, three passes.  x is None: in place, the input is o."""
+    src = pick(x, o)
+    m = max1(src)
+    if log:
+        neg = np.isfinite(m)        # m = max: every x - m <= 0
+        if not neg:
+            m = like(m, 0.0)
+        s = shiftstore1(x, o, m, neg)
+        sub1(o, like(m, math.log(s)))
+    else:
+        if not np.isfinite(m):
+            o[:] = _NAN
+            return
+        s = expstore1(x, o, m)
+        scale1(o, like(m, 1.0 / s))
+
+
+@hook
+def _row3(x, out, ws, i, log):
+    """softmax / log_softmax of rows of any length, three passes each."""
+    softmax_row(rowof(x, i), out[i], log)
+
+
+_rows3 = rows_kernel("softmax_rows3", _row3)
+
+
+# --------------------------------------------------------------------------- rows: online
+@cjit(**JIT)
+def online_pass2(x, o, j0, j1, log, bm, m, s):
+    """Second pass over src[j0:j1] (j0 a multiple of BLOCK): softmax scales each block by
+    exp(bm - m) / s, log_softmax writes (src - m) - log(s)."""
+    if log:
+        mm = like(o[j0], m)
+        ls = like(o[j0], math.log(s))
+        if x is None:
+            logout1(None, o[j0:j1], mm, ls)
+        else:
+            logout1(x[j0:j1], o[j0:j1], mm, ls)
+    else:
+        b = j0 // BLOCK
+        for a in range(j0, j1, BLOCK):
+            e_ = min(a + BLOCK, j1)
+            scale1(o[a:e_], like(o[a], math.exp(np.float64(bm[b]) - m) / s))
+            b += 1
+
+
+@hook
+def _online_setup(src, n, log):
+    nb = (n + BLOCK - 1) // BLOCK
+    return np.empty(nb, src.dtype), np.empty(nb, np.float64)
+
+
+@hook
+def _online_row(x, out, ws, i, log):
+    """softmax / log_softmax of long rows, online: block statistics, merged, then the second
+    pass."""
+    bm, bs = ws
+    xi = rowof(x, i)
+    oi = out[i]
+    n = oi.shape[0]
+    block_stats(xi, oi, 0, n, not log, bm, bs)
+    m, s, ok = merge_blocks(bm, bs)
+    if not ok:  # rare: a non-finite row
+        if not log:     # softmax: the whole row is NaN (out may hold exps by now)
+            for j in range(n):
+                oi[j] = _NAN
+        else:           # log_softmax: pass 1 stored nothing, redo it in three passes
+            softmax_row(xi, oi, log)
+    else:
+        online_pass2(xi, oi, 0, n, log, bm, m, s)
+
+
+_rows_online = rows_kernel("softmax_rows_online", _online_row, _online_setup)
+
+
+def _long_rows_threaded(x2, o2, log, nt):
+    """Few long rows, several threads: each row's blocks split over the threads (online)."""
+    rows, n = o2.shape
+    nb = -(-n // BLOCK)
+    bm = np.empty(nb, o2.dtype)
+    bs = np.empty(nb, np.float64)
+    k = nchunks(nt, nb, n)
+    b = bounds(0, n, k, align=BLOCK)
+    for i in range(rows):
+        xi = None if x2 is None else x2[i]
+        oi = o2[i]
+        run([(lambda j0=b[t], j1=b[t + 1]: block_stats(xi, oi, j0, j1, not log, bm, bs))
+             for t in range(k) if b[t] < b[t + 1]], nt)
+        m, s, ok = merge_blocks(bm, bs)
+        if not ok:  # a non-finite row: softmax all NaN, log_softmax in three passes
+            if log:
+                softmax_row(xi, oi, log)
+            else:
+                oi.fill(np.nan)
+            continue
+        run([(lambda j0=b[t], j1=b[t + 1]: online_pass2(xi, oi, j0, j1, log, bm, m, s))
+             for t in range(k) if b[t] < b[t + 1]], nt)
+
+
+# ---------------------------------------------------------------------- rows: many short rows
+@hook
+def _exp_exact(v, m):
+    return fexpd(v, m)
+
+
+@hook
+def _softmax_finish(x, out, ws, base, rows, xb, m, e, s):
+    """softmax of rows of n <= SMALL_N: out = e / s (a non-finite max: the exps hold a NaN or
+    sum to NaN)."""
+    n = out.shape[1]
+    for r in range(rows):
+        i = base + r
+        inv = like(m[0], 1.0 / s[r])
+        for j in range(n):
+            out[i, j] = e[r * n + j] * inv
+
+
+@hook
+def _log_softmax_finish(x, out, ws, base, rows, xb, m, e, s):
+    """log_softmax of rows of n <= SMALL_N: out = (x - m) - log(s), the logs of a group in one
+    vectorized loop."""
+    src = pick(x, out)
+    n = out.shape[1]
+    for r in range(rows):
+        s[r] = log64(s[r])
+    for r in range(rows):
+        i = base + r
+        mi = m[r]
+        ls = like(mi, s[r])
+        for j in range(n):
+            out[i, j] = (src[i, j] - mi) - ls
+
+
+_small = small_rows_kernel("softmax_small", keep, _exp_exact, _softmax_finish)
+_log_small = small_rows_kernel("log_softmax_small", finite_or_zero, exp_shifted,
+                               _log_softmax_finish)
+
+
+# ------------------------------------------------------------------------------ inner > 1
+@hook
+def _inner_setup(src, K, log):
+    return np.empty(K, src.dtype), np.empty(K, np.float64), np.empty(K, src.dtype)
+
+
+@hook
+def _inner_body(x, out, ws, o, k0, k1, log):
+    """softmax / log_softmax of (outer, n, inner) along axis 1, vectorized along the inner
+    columns [k0, k1): per-column m, s and c (1/s or log s)."""
+    m, s, c = ws
+    src = pick(x, out)
+    n = out.shape[1]
+    K = k1 - k0
+    m[:] = src[o, 0, k0:k1]
+    for j in range(1, n):
+        xr = src[o, j, k0:k1]
+        for k in range(K):
+            m[k] = fmax(m[k], xr[k])
+    if log:
+        for k in range(K):
+            if not np.isfinite(m[k]):
+                m[k] = 0.0
+    s[:] = 0.0
+    if log:
+        for j in range(n):
+            xr = src[o, j, k0:k1]
+            for k in range(K):
+                s[k] += np.float64(fexp(xr[k] - m[k]))
+        for k in range(K):
+            c[k] = math.log(s[k])
+        for j in range(n):
+            orow = out[o, j, k0:k1]
+            xr = block3(x, orow, o, j, k0, k1)
+            for k in range(K):
+                orow[k] = (xr[k] - m[k]) - c[k]
+    else:
+        for j in range(n):
+            orow = out[o, j, k0:k1]
+            xr = block3(x, orow, o, j, k0, k1)
+            for k in range(K):
+                ev = fexpd(xr[k], m[k])
+                orow[k] = ev
+                s[k] += np.float64(ev)
+        for k in range(K):
+            c[k] = 1.0 / s[k] if np.isfinite(m[k]) else _NAN
+        for j in range(n):
+            orow = out[o, j, k0:k1]
+            for k in range(K):
+                orow[k] = orow[k] * c[k]
+
+
+_inner = inner_kernel("softmax_inner", _inner_body, _inner_setup)
+
+
+# ------------------------------------------------------------------------- the contract
+def softmax(x, out, log, method, nthreads):
+    outer, n, inner = x.shape
+    log = bool(log)
+    src = x_arg(x, out)
+    work = outer * n * inner
+    if inner != 1:
+        split_inner(_inner, src, out, (log,), outer, inner, work, nthreads)
+        return
+    x2 = None if src is None else src.reshape(outer, n)
+    o2 = out.reshape(outer, n)
+    if n <= SMALL_N:
+        work *= SMALL_COST
+    if method == "auto":
+        # measured: three_pass matches or beats online at every length here (a row that leaves
+        # L2 is read twice either way); online splits single long rows over threads below
+        method = "three_pass"
+    if n <= BLOCK:
+        # one block: the online kernel would do exactly the three passes (block max, exp + sum,
+        # scale), with more overhead per row
+        method = "three_pass"
+    nt = nthreads_for(work, nthreads, max(outer, n // BLOCK))
+    if outer < nt and n >= 2 * BLOCK:
+        _long_rows_threaded(x2, o2, log, nt)
+        return
+    if n <= SMALL_N and method == "three_pass":
+        kern, args = (_log_small if log else _small), ()
+    elif method == "online":
+        kern, args = _rows_online, (log,)
+    else:
+        kern, args = _rows3, (log,)
+    split_rows(kern, x2, o2, args, outer, work, nthreads)
