@@ -1,4 +1,5 @@
-/* fsm_dispatch.c -- which compiled ISA paths this CPU can run (compiled at baseline). */
+/* fsm_dispatch.c -- which compiled ISA paths this CPU can run (compiled at baseline).  On other
+   machines than x86 only the baseline path is compiled (setup.py) and nothing here is x86. */
 #include <string.h>
 #include "fsm_kernels.h"
 
@@ -22,16 +23,34 @@ static const fsm_path fsm_paths[] = {
     {"baseline", &fsm_ops_baseline},
 };
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
+/* The CPU's features from cpuid itself, and the OS's saved vector state from xgetbv, rather than
+   __builtin_cpu_supports: that one reads __cpu_model, which libgcc or compiler-rt initialize, and
+   zig's compiler-rt (the manylinux2014 wheel, docs/wheels.md) reports no AVX at all. */
+static void fsm_x86_features(int *avx2, int *avx512)
+{
+    unsigned a, b, c, d, lo, hi;
+    *avx2 = *avx512 = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!osxsave || !avx) return;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    int ymm = (lo & 0x6) == 0x6, zmm = (lo & 0xe6) == 0xe6;   /* XMM|YMM; + opmask, ZMM hi */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    *avx2 = ymm && fma && ((b >> 5) & 1);
+    *avx512 = *avx2 && zmm && ((b >> 16) & 1) && ((b >> 17) & 1) &&  /* F, DQ  */
+              ((b >> 30) & 1) && ((b >> 31) & 1);                  /* BW, VL */
+}
+#endif
+
 static int fsm_cpu_runs(const char *name)
 {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (strcmp(name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx2, avx512;
+    fsm_x86_features(&avx2, &avx512);
+    if (strcmp(name, "avx512") == 0) return avx512;
+    if (strcmp(name, "avx2") == 0) return avx2;
 #endif
     return strcmp(name, "baseline") == 0;
 }

@@ -2,7 +2,7 @@
  *
  * The kernel source fsm_kernels_impl.c is compiled once per ISA path (setup.py gives each object
  * its own -m flags and -DFSM_ISA=<name>); each object exports one `fsm_ops_<name>` table.
- * fsm_dispatch.c picks the best table the CPU supports (__builtin_cpu_supports).  The entries
+ * fsm_dispatch.c picks the best table the CPU supports (cpuid + xgetbv).  The entries
  * of the table and their signatures are listed once, in fsm_ops.def.
  *
  * Kernel contract: docs/DESIGN.md.  All arrays C-contiguous, one float dtype per call, already
