@@ -69,11 +69,28 @@ static inline FT F(lse_max)(const FT *a, const FT *b, int64_t n)
 {
     if (!b) return F(row_max)(a, n);
     FT m = -INFINITY;
+#if defined(__clang__)
+    /* as F(row_max) under clang (fsm_rows.h): lanes, then combined */
+    FT acc[64 / sizeof(FT)];
+    for (int j = 0; j < FSM_MAX_LANES; j++) acc[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + FSM_MAX_LANES <= n; i += FSM_MAX_LANES)
+        for (int j = 0; j < FSM_MAX_LANES; j++) {
+            FT v = b[i + j] != 0 ? a[i + j] : (FT)-INFINITY;
+            acc[j] = v > acc[j] ? v : acc[j];
+        }
+    for (int j = 0; j < FSM_MAX_LANES; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) {
+        FT v = b[i] != 0 ? a[i] : (FT)-INFINITY;
+        m = v > m ? v : m;
+    }
+#else
 #pragma omp simd reduction(max : m)
     for (int64_t i = 0; i < n; i++) {
         FT v = b[i] != 0 ? a[i] : (FT)-INFINITY;
         m = v > m ? v : m;
     }
+#endif
     return m;
 }
 
