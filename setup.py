@@ -3,7 +3,8 @@
 No ``-march=native``: a wheel must run on any x86-64.  The kernel source
 ``csrc/fsm_kernels_impl.c`` is compiled once per ISA path, each object with its own flags and
 ``-DFSM_ISA=<path>``; ``csrc/fsm_dispatch.c`` picks at import the best path the CPU runs
-(``__builtin_cpu_supports``).  Flags and why: docs/c_backend.md.
+(cpuid + xgetbv).  The x86 paths are built for x86 targets only (``_target_machine()``); on
+aarch64 and others only the baseline path, which is vectorized with the base ISA (NEON).  Flags and why: docs/c_backend.md.
 
 The ops table is declared once, in ``csrc/fsm_ops.def`` (an X-macro list read by the C headers);
 ``write_ops_pxi()`` below turns the same lines into ``csrc/fsm_ops.pxi``, the struct for Cython,
@@ -17,6 +18,7 @@ import os
 import platform
 import re
 import sys
+import sysconfig
 import tempfile
 from glob import glob
 
@@ -101,9 +103,25 @@ def write_ops_pxi(src=OPS_DEF, dst=OPS_PXI):
             f.write(out)
 
 
+def _target_machine():
+    """The machine the extension is built for, not the one building it: macOS builds for another
+    arch set ARCHFLAGS (cibuildwheel: "-arch x86_64" on an arm64 runner), cross builds set
+    _PYTHON_HOST_PLATFORM, which sysconfig.get_platform() reports ("linux-aarch64", "win-amd64",
+    "macosx-11.0-arm64")."""
+    arches = re.findall(r"-arch\s+(\S+)", os.environ.get("ARCHFLAGS", ""))
+    if len(arches) == 1:
+        return arches[0].lower()
+    plat = sysconfig.get_platform().lower()
+    if plat == "win32":
+        return "x86"
+    m = plat.rsplit("-", 1)[-1]
+    return platform.machine().lower() if m in ("universal2", "intel", "fat") else m
+
+
 def _is_x86():
-    m = platform.machine().lower()
-    return m in ("x86_64", "amd64", "i386", "i686", "x86")
+    """The x86 ISA paths (and their -m flags) are built for x86 targets only; elsewhere (aarch64:
+    NEON is part of the base ISA, so the baseline path is vectorized) only the baseline path."""
+    return _target_machine() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def _compiler_accepts(compiler, flags):
