@@ -177,7 +177,7 @@ def _small_setup(src, R, target, weight, ignore_index, eps, scale, loss):
 
 
 @hook
-def _small_finish(x, grad, ws, base, rows, xb, m, e, s, target, weight, ignore_index, eps,
+def _small_finish(x, grad, ws, base, rows, m, k, e, s, target, weight, ignore_index, eps,
                   scale, loss):
     """Cross-entropy of class-index targets, C <= SMALL_N: the logs of a group in one vectorized
     loop, then each row's loss and gradient, the formulas of the long rows."""
@@ -194,24 +194,21 @@ def _small_finish(x, grad, ws, base, rows, xb, m, e, s, target, weight, ignore_i
             if grad is not None:
                 grad[i, :] = 0.0
             continue
-        xi = src[i]     # still the logits in place: grad rows up to i - 1 are written
-        mi = m[r]
+        mi = m[r]       # src[i]: still the logits in place, grad rows up to i - 1 are written
         wt = 1.0 if weight is None else np.float64(weight[t])
-        qx = (1.0 - eps) * wt * (np.float64(xi[t]) - np.float64(mi))
+        qx = (1.0 - eps) * wt * (np.float64(src[i, t]) - np.float64(mi))
         if eps > 0.0:
-            qx += eC * _wdiff_sum(xi, weight, mi)
+            qx += eC * _wdiff_sum(src[i], weight, mi)
         Q = (1.0 - eps) * wt + eC * sw
         sr = s[r]
         loss[i] = Q * lg[r] - qx
         if grad is not None:
-            gi = grad[i]
-            er = e[r * C:(r + 1) * C]
             c = Q / sr * scale
             for j in range(C):
                 wj = 1.0 if weight is None else np.float64(weight[j])
-                gi[j] = np.float64(er[j]) * c - scale * eC * wj
+                grad[i, j] = np.float64(e[r * C + j]) * c - scale * eC * wj
             qt = (1.0 - eps) * wt + eC * wt
-            gi[t] = scale * (np.float64(er[t]) * (Q / sr) - qt)
+            grad[i, t] = scale * (np.float64(e[r * C + t]) * (Q / sr) - qt)
 
 
 _small = small_rows_kernel("ce_small", finite_or_zero, exp_shifted, _small_finish, _small_setup)

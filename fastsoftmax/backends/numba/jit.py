@@ -52,9 +52,13 @@ def cjit(**opts):
 
 
 def hook(f):
-    """``f`` for njit code only, compiled into its caller with the kernels' options (JIT): the
-    form of an op's pieces handed to rows.py's factories (see the module docstring)."""
-    return register_jitable(**JIT)(f)
+    """``f`` for njit code only, compiled with the kernels' options (JIT) and inlined into its
+    caller by LLVM (``forceinline``: the ``alwaysinline`` attribute): the form of an op's pieces
+    handed to rows.py's factories (see the module docstring).  Inlined, a factory's kernel is one
+    function, as if written out by hand; the hook called per row (or per group) cost 5-7% here
+    on 4096x1000 / 200000x10 cross-entropy.  (Numba's own ``inline="always"`` would not do:
+    it inlines before the branches on None arguments are pruned.)"""
+    return register_jitable(forceinline=True, **JIT)(f)
 
 
 def named(f, name, doc=None):

@@ -128,24 +128,14 @@ def _exp_masked(v, m):
 
 
 @hook
-def _small_setup(src, R, sign):
-    return np.empty(R, np.float64)      # k of each row of a group
-
-
-@hook
-def _small_finish(x, out, rk, base, rows, xb, m, e, s, sign):
-    """logsumexp of rows of n <= SMALL_N, b None: scipy's log1p(t / k) + log(k) + m, one
-    vectorized loop per group (libm calls per row would dominate); rk: k of each row."""
-    n = x.shape[1]
-    for r in range(rows):
-        kk = 0.0
-        for j in range(n):
-            kk += 1.0 if xb[r * n + j] == m[r] else 0.0
-        rk[r] = kk
+def _small_finish(x, out, ws, base, rows, m, kc, e, s, sign):
+    """logsumexp of rows of n <= SMALL_N, b None: scipy's log1p(t / k) + log(k) + m (t = s: the
+    exps of the non-max terms; k = kc: the count of the max terms), one vectorized loop per group
+    (libm calls per row would dominate)."""
     for r in range(rows):
         # t >= 0, k >= 1 here, so the sign is +1.
         # log1p(u) = log(w) - ((w - 1) - u) / w with w = 1 + u (exact to an ulp or two)
-        k = rk[r]
+        k = kc[r]
         u = s[r] / k
         w = 1.0 + u
         l1p = log64(w) - ((w - 1.0) - u) / w
@@ -161,7 +151,7 @@ def _small_finish(x, out, rk, base, rows, xb, m, e, s, sign):
             sign[i] = sgn
 
 
-_small = small_rows_kernel("lse_small", keep, _exp_masked, _small_finish, _small_setup)
+_small = small_rows_kernel("lse_small", keep, _exp_masked, _small_finish, count_max=True)
 
 
 # ------------------------------------------------------------------------------ inner > 1

@@ -15,11 +15,11 @@ own, so that ``if w is None`` branches are pruned at compile time):
 
 * ``rows_kernel(name, row, setup)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an
   (N, n) array one at a time, ``row(x, io, ws, i, *args)`` doing the op's maths on row i;
-* ``small_rows_kernel(name, shift, ex, finish, setup)`` -> ``name(x, io, args, r0, r1)``: rows of
-  n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each row's max
-  (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)`` covers the
-  group and vectorizes whatever n is; per-row float64 sums s of e; then ``finish`` (the op's logs,
-  one vectorized loop per group, and its outputs);
+* ``small_rows_kernel(name, shift, ex, finish, setup, count_max)`` -> ``name(x, io, args, r0,
+  r1)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
+  row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
+  covers the group and vectorizes whatever n is; per-row float64 sums s of e (and counts k of the
+  max terms); then ``finish`` (the op's logs, one vectorized loop per group, and its outputs);
 * ``inner_kernel(name, body, setup)`` -> ``name(x, io, args, o0, o1, k0, k1)``: an
   (outer, n, inner) array reduced along axis 1, ``body(x, io, ws, o, k0, k1, *args)`` vectorized
   along the contiguous inner columns [k0, k1) of outer slice o.
@@ -249,19 +249,20 @@ def rows_kernel(name, row, setup=no_setup):
     return named(kernel, name, row.__doc__)
 
 
-def small_rows_kernel(name, shift, ex, finish, setup=no_setup):
+def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
     """The kernel ``name(x, io, args, r0, r1)`` for rows of n <= SMALL_N elements, in groups of
     R = SMALL_BLOCK // n rows.  Per group [base, base + rows):
 
         m_r = shift(max of row r)               (per row)
         e   = ex(x, m) over the whole group     (one flat loop: m repeated along each row)
         s_r = sum of e over row r               (float64)
-        finish(x, io, ws, base, rows, xb, m, e, s, *args)
+        k_r = count of x == m_r over row r      (count_max only: scipy's k, for logsumexp)
+        finish(x, io, ws, base, rows, m, k, e, s, *args)
 
-    xb is the group's input and e its exps, flat (rows * n); m and s have one entry per row
-    (contiguous, so that the op's loops over the rows of a group vectorize).  finish may
-    overwrite s (e.g. with log(s): one vectorized loop per group, where a libm call per row
-    would dominate)."""
+    e is flat (rows * n); m, k and s have one entry per row (contiguous, so that the op's loops
+    over the rows of a group vectorize).  finish may overwrite s (e.g. with log(s): one vectorized
+    loop per group, where a libm call per row would dominate).  Rows are indexed, never sliced:
+    a slice costs an NRT incref / decref pair (atomic) per row, 10-30% at 10-element rows."""
     def kernel(x, io, args, r0, r1):
         src = pick(x, io)
         n = src.shape[1]
@@ -271,23 +272,32 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup):
         mr = np.empty(R * n, src.dtype)     # the same, repeated along the row
         e = np.empty(R * n, src.dtype)
         s = np.empty(R, np.float64)
+        k = np.empty(R, np.float64)
         ws = setup(src, R, *args)
         for base in range(r0, r1, R):
             rows = min(R, r1 - base)
             for r in range(rows):
-                mx = shift(max1(src[base + r]))
+                i = base + r
+                mx = src[i, 0]
+                for j in range(1, n):
+                    mx = fmax(mx, src[i, j])
+                mx = shift(mx)
                 m[r] = mx
                 for j in range(n):
                     mr[r * n + j] = mx
             xb = sf[base * n:(base + rows) * n]
-            for k in range(xb.shape[0]):
-                e[k] = ex(xb[k], mr[k])
+            for q in range(xb.shape[0]):
+                e[q] = ex(xb[q], mr[q])
             for r in range(rows):
                 t = 0.0
+                kk = 0.0
                 for j in range(n):
                     t += np.float64(e[r * n + j])
+                    if count_max:
+                        kk += 1.0 if xb[r * n + j] == m[r] else 0.0
                 s[r] = t
-            finish(x, io, ws, base, rows, xb, m, e, s, *args)
+                k[r] = kk
+            finish(x, io, ws, base, rows, m, k, e, s, *args)
     return named(kernel, name, finish.__doc__)
 
 

@@ -139,7 +139,7 @@ def _exp_exact(v, m):
 
 
 @hook
-def _softmax_finish(x, out, ws, base, rows, xb, m, e, s):
+def _softmax_finish(x, out, ws, base, rows, m, k, e, s):
     """softmax of rows of n <= SMALL_N: out = e / s (a non-finite max: the exps hold a NaN or
     sum to NaN)."""
     n = out.shape[1]
@@ -151,7 +151,7 @@ def _softmax_finish(x, out, ws, base, rows, xb, m, e, s):
 
 
 @hook
-def _log_softmax_finish(x, out, ws, base, rows, xb, m, e, s):
+def _log_softmax_finish(x, out, ws, base, rows, m, k, e, s):
     """log_softmax of rows of n <= SMALL_N: out = (x - m) - log(s), the logs of a group in one
     vectorized loop."""
     src = pick(x, out)
