@@ -6,10 +6,13 @@ every kernel) and ``hook`` (an op's piece handed to a factory of rows.py).
   ``contract`` (FMA) alone, and the two flags the sums and maxima need are set on single
   instructions (intrinsics.py).
 * ``cache=True``: one specialization per (dtype, None-ness of the optional arrays), compiled on
-  first use and kept on disk.  Numba's index checks only the source of the kernel's own file, so
-  after an edit of one module of this package, kernels of the others that inlined the old code
-  are still loaded: delete ``fastsoftmax/backends/numba/__pycache__/*.nb[ic]`` (an installed
-  package gets new files, hence new stamps, everywhere).
+  first use and kept on disk.  Numba stamps a kernel's cache with the source of the kernel's own
+  file only, but a kernel here inlines code from other modules of the package (exp and log
+  everywhere; a factory's kernel lives in rows.py and its maths in the op's module): after an
+  edit of one module, kernels cached from the others would load with the old code.  So the
+  stamp of every kernel is the hash of all the package's modules (``_STAMP``, through Numba's
+  own cache locators): any edit recompiles everything once.  Where that hook cannot be built
+  (another Numba's internals), ``cjit`` falls back to Numba's per-file stamp.
 * A factory (rows.py) builds a kernel around the op's pieces, which its closure holds.  Numba's
   cache key hashes the pickled closure: a plain module-level function pickles by name, the same
   in every process, while a Numba dispatcher pickles with a random per-process id (a closure over
@@ -17,27 +20,79 @@ every kernel) and ``hook`` (an op's piece handed to a factory of rows.py).
   functions that Numba compiles into the kernel calling them (``register_jitable``), with the
   kernels' options.
 """
+import hashlib
+import os
 import warnings
 
 from numba import njit
 from numba.extending import register_jitable
 
-__all__ = ["JIT", "cjit", "hook"]
+__all__ = ["JIT", "cjit", "hook", "named"]
 
 JIT = dict(nogil=True, error_model="numpy")   # + cache=True (cjit)
 
+
+def _package_stamp():
+    """sha256 of this package's modules (names and contents); None where they cannot be read."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        h = hashlib.sha256()
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                with open(os.path.join(here, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _stamped_cache_class(stamp):
+    """numba's FunctionCache, its locators (NUMBA_CACHE_DIR, the __pycache__ next to the source,
+    the user-wide cache directory, in Numba's order) stamping with ``stamp``; None when the
+    stamp or those classes are not there."""
+    if stamp is None:
+        return None
+    try:
+        from numba.core import caching
+        locators = []
+        for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator"):
+            base = getattr(caching, name, None) or getattr(caching, "_" + name)
+            locators.append(type("Stamped" + name, (base,),
+                                 {"get_source_stamp": lambda self: stamp}))
+        impl = type("StampedCacheImpl", (caching.CompileResultCacheImpl,),
+                    {"_locator_classes": locators})
+        return type("StampedFunctionCache", (caching.FunctionCache,), {"_impl_class": impl})
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+_STAMP = _package_stamp()
+_Cache = _stamped_cache_class(_STAMP)
 _cache_warned = False
 
 
+def _cached(f, opts):
+    """The dispatcher of f with the on-disk cache (stamped with _STAMP where possible); raises
+    Numba's RuntimeError "cannot cache" where no cache location is writable."""
+    if _Cache is None:
+        return njit(cache=True, **opts)(f)
+    disp = njit(**opts)(f)
+    if not hasattr(disp, "_cache"):     # not the Dispatcher this hook was written for
+        return njit(cache=True, **opts)(f)
+    disp._cache = _Cache(disp.py_func)
+    return disp
+
+
 def cjit(**opts):
-    """``numba.njit(cache=True, **opts)``, or without the on-disk cache where Numba has nowhere
-    to write it (a read-only install, no writable NUMBA_CACHE_DIR or user cache directory):
-    Numba raises RuntimeError at decoration then, which would make the backend unimportable.
-    The kernels then compile in each process (one warning says so)."""
+    """``numba.njit(cache=True, **opts)`` (the stamp: see the module docstring), or without the
+    on-disk cache where Numba has nowhere to write it (a read-only install, no writable
+    NUMBA_CACHE_DIR or user cache directory): Numba raises RuntimeError at decoration then,
+    which would make the backend unimportable.  The kernels then compile in each process (one
+    warning says so)."""
     def deco(f):
         global _cache_warned
         try:
-            return njit(cache=True, **opts)(f)
+            return _cached(f, opts)
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
