@@ -2,10 +2,11 @@
 ``cross_entropy``.
 
 Row i (docs/DESIGN.md): q_j the target weights, Q = sum q, m = max(x) (0 when not finite),
-s = sum exp(x - m) with the max terms counted apart (so log(s) keeps its digits when one class
-dominates); loss = Q log(s) - sum q (x - m); grad = scale * (exp(x - m) * Q / s - q).
-* rows (``_row``): max; (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s;
-  the gradient in place over the stored exps.  The logits are read 2 times (3 with smoothing), the
+s = sum exp(x - m) in float64; loss = Q log(s) - sum q (x - m); grad = scale * (exp(x - m) Q / s
+- q).
+* rows (``_row``): max; (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s
+  (float32 partial sums with the max terms counted apart, ``expstore1x``: log(s) keeps its digits
+  when one class dominates); the gradient in place over the stored exps.  The logits are read 2 times (3 with smoothing), the
   gradient row written once and rescaled once in cache.  Without ``grad`` the exps go to a scratch
   block of BLOCK elements that stays in L1: the same code in the same blocks runs with and
   without grad, so the loss alone equals the fused loss bit for bit.

@@ -45,6 +45,8 @@ from .jit import JIT, cjit
 __all__ = ["fexp", "fexpd", "fexpn", "flog", "exp32", "exp64", "exp32d", "log32", "log64",
            "exp_apply", "log_apply"]
 
+_EXP_JIT = dict(error_model="numpy", fastmath={"contract"})   # FMA allowed, nothing else
+
 
 # ----------------------------------------------------------------------------- exp
 _F = np.float32
@@ -64,7 +66,7 @@ _F32_MAGIC = _F(12582912.0)     # 1.5 * 2^23: x + magic - magic rounds x to an i
 _F32_ZERO = _F(0.0)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp32_poly(xc, err):
     """(p, kf) with exp(xc + err) = p * 2^n, n held in kf's low bits; xc already clamped."""
     kf = xc * _E32_LOG2E + _F32_MAGIC    # rounds to an integer n held in kf's low bits
@@ -81,7 +83,7 @@ def _exp32_poly(xc, err):
     return p, kf
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp32_core(x, err):
     """exp(x + err) for float32 x and a tiny correction err (|err| <= ulp(x)), float32.
     err is dropped where x is clamped (there it may be inf - inf = NaN)."""
@@ -96,7 +98,7 @@ def _exp32_core(x, err):
     return scale_by_kf(p, kf)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp32n_core(x, err):
     """_exp32_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
     xc = x
@@ -107,7 +109,7 @@ def _exp32n_core(x, err):
     return scale_by_kf_neg(p, kf)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def exp32(x):
     """exp of a float32 scalar, in float32 arithmetic (vectorizable)."""
     return _exp32_core(x, _F32_ZERO)
@@ -127,7 +129,7 @@ _E64_Q = (0.5000000000000001, 0.16666666666666669, 0.04166666666662317, 0.008333
 _Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7, _Q8, _Q9 = _E64_Q
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp64_poly(xc, err):
     """(p, kf) with exp(xc + err) = p * 2^n, n held in kf's low bits; xc already clamped."""
     kf = xc * _E64_LOG2E + _E64_MAGIC
@@ -148,7 +150,7 @@ def _exp64_poly(xc, err):
     return p, kf
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp64_core(x, err):
     """exp(x + err) for float64 x and a tiny correction err (|err| <= ulp(x))."""
     xc = x
@@ -162,7 +164,7 @@ def _exp64_core(x, err):
     return scale_by_kf(p, kf)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def _exp64n_core(x, err):
     """_exp64_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
     xc = x
@@ -173,7 +175,7 @@ def _exp64n_core(x, err):
     return scale_by_kf_neg(p, kf)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def exp64(x):
     """exp of a float64 scalar (vectorizable)."""
     return _exp64_core(x, 0.0)
@@ -197,7 +199,7 @@ _MANT = 0x000fffffffffffff
 _INF = np.inf
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def log64(x):
     """log of a float64 scalar (vectorizable, one division)."""
     xs = x
@@ -227,7 +229,7 @@ def log64(x):
     return r
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def log32(x):
     """log of a float32 scalar: computed in float64, rounded once to float32."""
     return np.float32(log64(np.float64(x)))
@@ -272,7 +274,7 @@ def _ov_fexp(x):
         return lambda x: exp64(x)
 
 
-@cjit(error_model="numpy", fastmath={"contract"})
+@cjit(**_EXP_JIT)
 def exp32d(x, m):
     """exp(x - m), float32, the subtraction made exact by 2Sum."""
     d = x - m

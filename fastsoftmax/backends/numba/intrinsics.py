@@ -3,7 +3,8 @@
 Intrinsics (hand-written LLVM IR; each one vectorizes like a plain operation):
 * ``radd``: an fadd carrying the ``reassoc`` flag alone, so LLVM vectorizes a sum reduction
   while every other instruction keeps strict IEEE semantics;
-* ``fmax``: ``llvm.maxnum`` with ``nnan`` (a plain vmaxps; the NaN rule below);
+* ``fmax``: ``llvm.maxnum`` with ``nnan`` and ``nsz`` (a plain vmaxps; the NaN rule at
+  ``fmax``);
 * ``f64_as_i64`` / ``i64_as_f64``: bitcasts (Numba has no scalar bitcast), for log;
 * ``scale_by_kf`` / ``scale_by_kf_neg``: p * 2^n with n read from the bits of exp's rounding
   float, for exp.
@@ -40,7 +41,8 @@ def radd(typingctx, a, b):
 
 @intrinsic
 def fmax(typingctx, a, b):
-    """llvm.maxnum(a, b) with the nnan flag: the larger of two non-NaN numbers (a plain vmaxps).
+    """llvm.maxnum(a, b) with the nnan and nsz flags: the larger of two non-NaN numbers (a plain
+    vmaxps; max(-0, +0) may be either zero).
 
     With a NaN operand the result is unspecified, so a max over a row holding a NaN may be any
     of its values or NaN.  Every kernel is written so that this does not matter: the NaN then

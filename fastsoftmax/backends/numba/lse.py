@@ -2,8 +2,8 @@
 
 scipy.special.logsumexp's semantics step by step (docs/DESIGN.md): b == 0 masks an entry; m is
 the max over the unmasked entries; the max terms are counted apart as k, so
-r = log1p(t / k) + log|k| + m with t = sum b exp(a - m) over the other terms (float64 sums of
-input-dtype partial sums); the sign rule; and the direct sum S = sum b exp(a) on the rare path
+r = log1p(t / k) + log|k| + m with t = sum b exp(a - m) over the other terms (float64; over long
+rows, of input-dtype partial sums); the sign rule; and the direct sum S = sum b exp(a) on the rare path
 where r is not finite.
 * rows (``lse_row``): max; t and k in one pass; scipy's finish (``lse_finish``).
 * small rows without b (n <= SMALL_N): groups of rows, one flat exp loop, and the finish
