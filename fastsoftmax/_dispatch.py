@@ -20,7 +20,7 @@ import importlib.util
 import os
 import threading
 
-from . import _policy, _registry, _tables
+from . import _policy, _registry
 
 BACKENDS = _policy.BACKENDS
 _MODULES = {
@@ -120,6 +120,8 @@ def policy() -> _policy.Policy:
     global _policy_in_force, _tables_desc
     pol = _policy_in_force
     if pol is None:
+        from . import _tables  # JSON, the built-in data files: read on the first "auto" call only
+
         backends = available_backends()  # takes _lock itself (loading the C extension)
         with _lock:
             if _policy_in_force is None:
@@ -131,6 +133,8 @@ def policy() -> _policy.Policy:
 def invalidate() -> None:
     """Forget the loaded tables (and the warnings given about them)."""
     global _policy_in_force
+    from . import _tables
+
     _policy_in_force = None
     _tables.forget_warnings()
 
