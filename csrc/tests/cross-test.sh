@@ -2,7 +2,7 @@
 # ./dev cross-test aarch64: the C kernels cross-compiled for aarch64 with the flags of setup.py's
 # baseline path (the kernel objects' flags included), linked with the C driver cross_driver.c,
 # run under qemu-aarch64; the driver checks against references computed on x86-64
-# (cross_ref.h, gen_cross_ref.py).  Also prints the NEON evidence of the hot loops' disassembly.
+# (gen_cross_ref.py writes build/cross/aarch64/cross_ref.h with mpmath before the build).  Also prints the NEON evidence of the hot loops' disassembly.
 # Needs (Debian): gcc-aarch64-linux-gnu qemu-user  [or CROSS_CC=zig-style command, see below]
 #   CROSS_CC  the cross compiler (default aarch64-linux-gnu-gcc), e.g.
 #             CROSS_CC="python -m ziglang cc -target aarch64-linux-gnu" (then static, no sysroot)
@@ -35,7 +35,9 @@ $CROSS_CC $flags -DFSM_ISA=baseline -Icsrc -c csrc/fsm_kernels_impl.c -o "$out/f
 $CROSS_CC $flags -Icsrc -c csrc/fsm_dispatch.c -o "$out/fsm_dispatch.o"
 # shellcheck disable=SC2086
 $CROSS_CC $flags -Icsrc -c csrc/fsm_threads.c -o "$out/fsm_threads.o"
-$CROSS_CC -O2 -std=gnu11 -Wall -Icsrc -Icsrc/tests -c csrc/tests/cross_driver.c -o "$out/cross_driver.o"
+# the references, computed here on the x86-64 host with mpmath (nothing generated is committed)
+${PYTHON:-python3} csrc/tests/gen_cross_ref.py "$out/cross_ref.h"
+$CROSS_CC -O2 -std=gnu11 -Wall -Icsrc -I"$out" -c csrc/tests/cross_driver.c -o "$out/cross_driver.o"
 $CROSS_CC -static "$out/cross_driver.o" "$out/fsm_kernels_impl.o" "$out/fsm_dispatch.o" \
     "$out/fsm_threads.o" -lm -pthread -o "$out/cross_driver"
 file "$out/cross_driver" 2>/dev/null || true

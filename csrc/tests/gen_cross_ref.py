@@ -1,7 +1,7 @@
-"""Writes csrc/tests/cross_ref.h: the references of the cross-test driver (cross_driver.c),
+"""Writes cross_ref.h (the path given, by ./dev cross-test: build/cross/aarch64/cross_ref.h): the references of the cross-test driver (cross_driver.c),
 computed here, on x86-64, with mpmath (120-bit) -- not by the kernels under test.
 
-    .venv/bin/python csrc/tests/gen_cross_ref.py      (needs mpmath, the test extra)
+    .venv/bin/python csrc/tests/gen_cross_ref.py OUT.h      (needs mpmath, the test extra)
 
 The inputs are not stored: the driver regenerates them with the same splitmix64 stream
 (fsm_rng_* below and in cross_driver.c), so only the reference values are in the header:
@@ -12,6 +12,7 @@ The inputs are not stored: the driver regenerates them with the same splitmix64 
     cross-entropy loss lse - x_t from these x86-64 row references.
 """
 import os
+import sys
 import struct
 
 import mpmath
@@ -111,7 +112,7 @@ def main():
     out.append("#define REF_SOFTMAX_CASES {" + ", ".join(f"{{{o}, {n}, {i}}}" for o, n, i in SOFTMAX_CASES) + "}")
     out.append("#define REF_CE_CASES {" + ", ".join(f"{{{N}, {C}}}" for N, C in CE_CASES) + "}")
     arr("ref_lse_hi", [a for a, _ in lse]); arr("ref_lse_lo", [b for _, b in lse])
-    dst = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cross_ref.h")
+    dst = sys.argv[1] if len(sys.argv) > 1 else "cross_ref.h"
     with open(dst, "w") as f:
         f.write("\n".join(out) + "\n")
     print(f"wrote {dst}: {N_ELEM} points x 4 functions, {len(lse)} row references")
