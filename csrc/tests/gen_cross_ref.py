@@ -11,7 +11,6 @@ The inputs are not stored: the driver regenerates them with the same splitmix64 
     the driver derives log_softmax = x - lse, softmax = exp(x - lse) (long double) and the
     cross-entropy loss lse - x_t from these x86-64 row references.
 """
-import os
 import sys
 import struct
 
