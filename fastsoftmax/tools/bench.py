@@ -189,7 +189,7 @@ class Contender:
 def _ours(op: _registry.Op, bench: _registry.Bench, backend, method, variant):
     """make(inputs) -> fn: our public function on the row's inputs, along the last axis."""
     func = getattr(_public, op.name)
-    kw = dict(bench.options, axis=-1, backend=None if backend == "auto" else backend)
+    kw = dict(bench.options or {}, axis=-1, backend=None if backend == "auto" else backend)
     if len(op.methods) > 1:
         kw["method"] = method
 
