@@ -106,14 +106,20 @@ def cjit(**opts):
     return deco
 
 
-def hook(f):
-    """``f`` for njit code only, compiled with the kernels' options (JIT) and inlined into its
-    caller by LLVM (``forceinline``: the ``alwaysinline`` attribute): the form of an op's pieces
-    handed to rows.py's factories (see the module docstring).  Inlined, a factory's kernel is one
-    function, as if written out by hand; the hook called per row (or per group) cost 5-7% here
-    on 4096x1000 / 200000x10 cross-entropy.  (Numba's own ``inline="always"`` would not do:
-    it inlines before the branches on None arguments are pruned.)"""
-    return register_jitable(forceinline=True, **JIT)(f)
+def hook(f=None, *, inline=True):
+    """``f`` for njit code only, compiled with the kernels' options (JIT): the form of an op's
+    pieces handed to rows.py's factories (see the module docstring).  ``@hook``: inlined into
+    its caller by LLVM (``forceinline``, the ``alwaysinline`` attribute), so that a factory's
+    kernel is one function, as if written out by hand (a separate function called per row cost
+    5-7% on 4096x1000 cross-entropy here).  ``@hook(inline=False)``: for a piece that only calls
+    a row function per row (softmax_row, lse_row); that function then keeps the code it compiles
+    to on its own (inlined into the kernel, LLVM allocated the registers of the float64 in-place
+    softmax loop differently: 4-7% slower).  Numba's own ``inline="always"`` would not do: it
+    inlines before the branches on None arguments are pruned."""
+    if f is None:
+        return lambda f: hook(f, inline=inline)
+    opts = dict(JIT, forceinline=True) if inline else JIT
+    return register_jitable(**opts)(f)
 
 
 def named(f, name, doc=None):

@@ -108,7 +108,7 @@ def lse_row(a, b, want_sign):
     return r, sgn
 
 
-@hook
+@hook(inline=False)
 def _row(x, out, ws, i, b, sign):
     """logsumexp of rows; b None or (rows, n), sign None or (rows,)."""
     r, sgn = lse_row(x[i], rowof(b, i), sign is not None)

@@ -50,7 +50,7 @@ def softmax_row(x, o, log):
         scale1(o, like(m, 1.0 / s))
 
 
-@hook
+@hook(inline=False)
 def _row3(x, out, ws, i, log):
     """softmax / log_softmax of rows of any length, three passes each."""
     softmax_row(rowof(x, i), out[i], log)
@@ -85,7 +85,7 @@ def _online_setup(src, n, log):
     return np.empty(nb, src.dtype), np.empty(nb, np.float64)
 
 
-@hook
+@hook(inline=False)
 def _online_row(x, out, ws, i, log):
     """softmax / log_softmax of long rows, online: block statistics, merged, then the second
     pass."""
