@@ -131,6 +131,7 @@ _BESIDE_OTHER_POOLS = r"""
 import sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
+import numpy.testing  # imported up front: numpy's lazy np.testing import races between threads
 import numba
 import fastsoftmax as fs
 
