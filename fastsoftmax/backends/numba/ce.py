@@ -4,7 +4,7 @@
 Row i (docs/DESIGN.md): q_j the target weights, Q = sum q, m = max(x) (0 when not finite),
 s = sum exp(x - m) in float64; loss = Q log(s) - sum q (x - m); grad = scale * (exp(x - m) Q / s
 - q).
-* rows (``_row``): max; (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s
+* rows (``_rows_loop``): max; (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s
   (float32 partial sums with the max terms counted apart, ``expstore1x``: log(s) keeps its digits
   when one class dominates); the gradient in place over the stored exps.  The logits are read 2 times (3 with smoothing), the
   gradient row written once and rescaled once in cache.  Without ``grad`` the exps go to a scratch
@@ -83,90 +83,91 @@ def _setup(src, C, target, probs, weight, ignore_index, eps, scale, loss):
 
 
 # ------------------------------------------------------------------------------------ rows
-@hook
-def _row(x, grad, ws, i, target, probs, weight, ignore_index, eps, scale, loss):
-    """Cross-entropy of row i: loss[i], and grad[i] when grad is not None.  x None: the logits
-    live in grad."""
+@hook(inline=False)
+def _rows_loop(x, grad, ws, r0, r1, target, probs, weight, ignore_index, eps, scale, loss):
+    """Cross-entropy of rows [r0, r1): loss[i], and grad[i] when grad is not None.  x None: the
+    logits live in grad."""
     sw, eC, scratch = ws
     src = pick(x, grad)
     C = src.shape[1]
-    xi = src[i]
-    if grad is not None:
-        dst = grad[i]
-    t = 0
-    if target is not None:
-        t = target[i]
-        if t == ignore_index:
-            loss[i] = 0.0
-            if grad is not None:
-                grad[i, :] = 0.0
-            return
-    m = max1(xi)
-    neg = np.isfinite(m)
-    if not neg:
-        m = like(m, 0.0)
-    m64 = np.float64(m)
-    s = 0.0
-    qx = 0.0     # sum_j q_j * (x_j - m)
-    Q = 0.0      # sum_j q_j
-    wt = 0.0
-    if target is not None:
-        wt = 1.0 if weight is None else np.float64(weight[t])
-        qx = (1.0 - eps) * wt * (np.float64(xi[t]) - m64)
-        if eps > 0.0:   # before the exps overwrite an in-place row
-            qx += eC * _wdiff_sum(xi, weight, m)
-        Q = (1.0 - eps) * wt + eC * sw
-        for a in range(0, C, BLOCK):
-            b = min(a + BLOCK, C)
-            if grad is None:
-                s += expstore1x(xi[a:b], scratch[:b - a], m, neg)
-            elif x is None:
-                s += expstore1x(None, dst[a:b], m, neg)
-            else:
-                s += expstore1x(xi[a:b], dst[a:b], m, neg)
-    if probs is not None:
-        for a in range(0, C, BLOCK):
-            b = min(a + BLOCK, C)
-            pa = probs[i, a:b]
-            if grad is None:
-                ds, dQ, dqx = _probs_pass(xi[a:b], scratch[:b - a], pa, weight, a, m, eps, eC,
-                                          neg)
-            elif x is None:
-                ds, dQ, dqx = _probs_pass(None, dst[a:b], pa, weight, a, m, eps, eC, neg)
-            else:
-                ds, dQ, dqx = _probs_pass(xi[a:b], dst[a:b], pa, weight, a, m, eps, eC, neg)
-            s += ds
-            Q += dQ
-            qx += dqx
-    loss[i] = Q * math.log(s) - qx
-    if grad is not None:
-        gi = grad[i]
-        c = like(m, Q / s * scale)
+    for i in range(r0, r1):
+        xi = src[i]
+        if grad is not None:
+            dst = grad[i]
+        t = 0
         if target is not None:
-            et = np.float64(gi[t])
-            if eps == 0.0:
-                scale1(gi, c)
-            elif weight is None:
-                g0 = like(m, scale * eC)
-                for j in range(C):
-                    gi[j] = gi[j] * c - g0
-            else:
-                g0 = like(m, scale * eC)
-                for j in range(C):
-                    gi[j] = gi[j] * c - g0 * weight[j]
-            qt = (1.0 - eps) * wt + eC * wt
-            gi[t] = scale * (et * (Q / s) - qt)
+            t = target[i]
+            if t == ignore_index:
+                loss[i] = 0.0
+                if grad is not None:
+                    grad[i, :] = 0.0
+                continue
+        m = max1(xi)
+        neg = np.isfinite(m)
+        if not neg:
+            m = like(m, 0.0)
+        m64 = np.float64(m)
+        s = 0.0
+        qx = 0.0     # sum_j q_j * (x_j - m)
+        Q = 0.0      # sum_j q_j
+        wt = 0.0
+        if target is not None:
+            wt = 1.0 if weight is None else np.float64(weight[t])
+            qx = (1.0 - eps) * wt * (np.float64(xi[t]) - m64)
+            if eps > 0.0:   # before the exps overwrite an in-place row
+                qx += eC * _wdiff_sum(xi, weight, m)
+            Q = (1.0 - eps) * wt + eC * sw
+            for a in range(0, C, BLOCK):
+                b = min(a + BLOCK, C)
+                if grad is None:
+                    s += expstore1x(xi[a:b], scratch[:b - a], m, neg)
+                elif x is None:
+                    s += expstore1x(None, dst[a:b], m, neg)
+                else:
+                    s += expstore1x(xi[a:b], dst[a:b], m, neg)
         if probs is not None:
-            pi = probs[i]
-            e1 = like(m, 1.0 - eps)
-            eCd = like(m, eC)
-            sc = like(m, scale)
-            for j in range(C):
-                wj = like(m, 1.0) if weight is None else weight[j]
-                gi[j] = gi[j] * c - sc * (wj * (e1 * pi[j] + eCd))
+            for a in range(0, C, BLOCK):
+                b = min(a + BLOCK, C)
+                pa = probs[i, a:b]
+                if grad is None:
+                    ds, dQ, dqx = _probs_pass(xi[a:b], scratch[:b - a], pa, weight, a, m, eps, eC,
+                                              neg)
+                elif x is None:
+                    ds, dQ, dqx = _probs_pass(None, dst[a:b], pa, weight, a, m, eps, eC, neg)
+                else:
+                    ds, dQ, dqx = _probs_pass(xi[a:b], dst[a:b], pa, weight, a, m, eps, eC, neg)
+                s += ds
+                Q += dQ
+                qx += dqx
+        loss[i] = Q * math.log(s) - qx
+        if grad is not None:
+            gi = grad[i]
+            c = like(m, Q / s * scale)
+            if target is not None:
+                et = np.float64(gi[t])
+                if eps == 0.0:
+                    scale1(gi, c)
+                elif weight is None:
+                    g0 = like(m, scale * eC)
+                    for j in range(C):
+                        gi[j] = gi[j] * c - g0
+                else:
+                    g0 = like(m, scale * eC)
+                    for j in range(C):
+                        gi[j] = gi[j] * c - g0 * weight[j]
+                qt = (1.0 - eps) * wt + eC * wt
+                gi[t] = scale * (et * (Q / s) - qt)
+            if probs is not None:
+                pi = probs[i]
+                e1 = like(m, 1.0 - eps)
+                eCd = like(m, eC)
+                sc = like(m, scale)
+                for j in range(C):
+                    wj = like(m, 1.0) if weight is None else weight[j]
+                    gi[j] = gi[j] * c - sc * (wj * (e1 * pi[j] + eCd))
 
 
-_rows = rows_kernel("ce_rows", _row, _setup)
+_rows = rows_kernel("ce_rows", _rows_loop, _setup)
 
 
 # ---------------------------------------------------------------------- rows: many short rows

@@ -108,13 +108,15 @@ def cjit(**opts):
 
 def hook(f=None, *, inline=True):
     """``f`` for njit code only, compiled with the kernels' options (JIT): the form of an op's
-    pieces handed to rows.py's factories (see the module docstring).  ``@hook``: inlined into
-    its caller by LLVM (``forceinline``, the ``alwaysinline`` attribute), so that a factory's
-    kernel is one function, as if written out by hand (a separate function called per row cost
-    5-7% on 4096x1000 cross-entropy here).  ``@hook(inline=False)``: for a piece that only calls
-    a row function per row (softmax_row, lse_row); that function then keeps the code it compiles
-    to on its own (inlined into the kernel, LLVM allocated the registers of the float64 in-place
-    softmax loop differently: 4-7% slower).  Numba's own ``inline="always"`` would not do: it
+    pieces handed to rows.py's factories (see the module docstring).
+
+    ``@hook``: inlined into its caller by LLVM (``forceinline``, the ``alwaysinline``
+    attribute): for the pieces called per element or per group of rows (shift, ex, finish,
+    setup), which must vanish into the kernel's loops.  ``@hook(inline=False)``: for a piece that
+    holds the op's loop over rows or outer slices, called once per call; it then compiles as a
+    function of its own, exactly as the hand-written kernels did (inlined into the factory's
+    kernel, softmax_row went with it and LLVM allocated the float64 in-place softmax loop's
+    registers differently: 4-7% slower).  Numba's own ``inline="always"`` would not do: it
     inlines before the branches on None arguments are pruned."""
     if f is None:
         return lambda f: hook(f, inline=inline)

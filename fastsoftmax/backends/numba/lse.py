@@ -109,15 +109,17 @@ def lse_row(a, b, want_sign):
 
 
 @hook(inline=False)
-def _row(x, out, ws, i, b, sign):
+def _rows_loop(x, out, ws, r0, r1, b, sign):
     """logsumexp of rows; b None or (rows, n), sign None or (rows,)."""
-    r, sgn = lse_row(x[i], rowof(b, i), sign is not None)
-    out[i] = r
-    if sign is not None:
-        sign[i] = sgn
+    want_sign = sign is not None
+    for i in range(r0, r1):
+        r, sgn = lse_row(x[i], rowof(b, i), want_sign)
+        out[i] = r
+        if sign is not None:
+            sign[i] = sgn
 
 
-_rows = rows_kernel("lse_rows", _row)
+_rows = rows_kernel("lse_rows", _rows_loop)
 
 
 # ---------------------------------------------------------------------- rows: many short rows
@@ -160,75 +162,76 @@ def _inner_setup(src, K, b, sign):
     return np.empty(K, src.dtype), np.empty(K, np.float64), np.empty(K, np.float64)
 
 
-@hook
-def _inner_body(x, out, ws, o, k0, k1, b, sign):
+@hook(inline=False)
+def _inner_loop(x, out, ws, o0, o1, k0, k1, b, sign):
     """logsumexp of (outer, n, inner) along axis 1 (b None or (outer, n, inner), sign None or
     (outer, inner)), vectorized along the inner columns [k0, k1): per-column m, t and k."""
     m, t, kk = ws
     n = x.shape[1]
     K = k1 - k0
     want_sign = sign is not None
-    m[:] = -_INF
-    for j in range(n):
-        xr = x[o, j, k0:k1]
+    for o in range(o0, o1):
+        m[:] = -_INF
+        for j in range(n):
+            xr = x[o, j, k0:k1]
+            if b is None:
+                for k in range(K):
+                    m[k] = fmax(m[k], xr[k])
+            else:
+                br = b[o, j, k0:k1]
+                for k in range(K):
+                    v = xr[k]
+                    if br[k] == 0:
+                        v = like(v, -_INF)
+                    m[k] = fmax(m[k], v)
+        t[:] = 0.0
+        kk[:] = 0.0
+        for j in range(n):
+            xr = x[o, j, k0:k1]
+            if b is None:
+                for k in range(K):
+                    v = xr[k]
+                    mk = m[k]
+                    ev = np.float64(fexpn(v - mk))
+                    t[k] += ev if v != mk else 0.0
+                    kk[k] += 1.0 if v == mk else 0.0
+            else:
+                br = b[o, j, k0:k1]
+                for k in range(K):
+                    v = xr[k]
+                    mk = m[k]
+                    bj = np.float64(br[k])
+                    ev = bj * np.float64(fexpn(v - mk))
+                    t[k] += ev if (v != mk and bj != 0.0) else 0.0
+                    kk[k] += bj if v == mk else 0.0
         if b is None:
+            # t >= 0, k >= 1: log1p(t / k) + log(k) + m in one vectorized loop, the sign is +1
+            # (log1p(u) = log(w) - ((w - 1) - u) / w, w = 1 + u); non-finite columns below
             for k in range(K):
-                m[k] = fmax(m[k], xr[k])
-        else:
-            br = b[o, j, k0:k1]
-            for k in range(K):
-                v = xr[k]
-                if br[k] == 0:
-                    v = like(v, -_INF)
-                m[k] = fmax(m[k], v)
-    t[:] = 0.0
-    kk[:] = 0.0
-    for j in range(n):
-        xr = x[o, j, k0:k1]
-        if b is None:
-            for k in range(K):
-                v = xr[k]
-                mk = m[k]
-                ev = np.float64(fexpn(v - mk))
-                t[k] += ev if v != mk else 0.0
-                kk[k] += 1.0 if v == mk else 0.0
-        else:
-            br = b[o, j, k0:k1]
-            for k in range(K):
-                v = xr[k]
-                mk = m[k]
-                bj = np.float64(br[k])
-                ev = bj * np.float64(fexpn(v - mk))
-                t[k] += ev if (v != mk and bj != 0.0) else 0.0
-                kk[k] += bj if v == mk else 0.0
-    if b is None:
-        # t >= 0, k >= 1: log1p(t / k) + log(k) + m in one vectorized loop, the sign is +1
-        # (log1p(u) = log(w) - ((w - 1) - u) / w, w = 1 + u); non-finite columns below
+                u = t[k] / kk[k]
+                w = 1.0 + u
+                t[k] = (log64(w) - ((w - 1.0) - u) / w) + log64(kk[k]) + np.float64(m[k])
         for k in range(K):
-            u = t[k] / kk[k]
-            w = 1.0 + u
-            t[k] = (log64(w) - ((w - 1.0) - u) / w) + log64(kk[k]) + np.float64(m[k])
-    for k in range(K):
-        r = _NAN
-        sgn = _NAN
-        mk = m[k]
-        if np.isfinite(mk):
-            if b is None:
-                r = t[k]
-                sgn = 1.0
-            else:
-                r, sgn = lse_finish(np.float64(mk), t[k], kk[k], want_sign)
-        if not np.isfinite(r):
-            if b is None:
-                r, sgn = lse_row(x[o, :, k0 + k].copy(), None, want_sign)
-            else:
-                r, sgn = lse_row(x[o, :, k0 + k].copy(), b[o, :, k0 + k].copy(), want_sign)
-        out[o, k0 + k] = r
-        if sign is not None:
-            sign[o, k0 + k] = sgn
+            r = _NAN
+            sgn = _NAN
+            mk = m[k]
+            if np.isfinite(mk):
+                if b is None:
+                    r = t[k]
+                    sgn = 1.0
+                else:
+                    r, sgn = lse_finish(np.float64(mk), t[k], kk[k], want_sign)
+            if not np.isfinite(r):
+                if b is None:
+                    r, sgn = lse_row(x[o, :, k0 + k].copy(), None, want_sign)
+                else:
+                    r, sgn = lse_row(x[o, :, k0 + k].copy(), b[o, :, k0 + k].copy(), want_sign)
+            out[o, k0 + k] = r
+            if sign is not None:
+                sign[o, k0 + k] = sgn
 
 
-_inner = inner_kernel("lse_inner", _inner_body, _inner_setup)
+_inner = inner_kernel("lse_inner", _inner_loop, _inner_setup)
 
 
 # ------------------------------------------------------------------------- the contract

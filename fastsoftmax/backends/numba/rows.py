@@ -13,20 +13,22 @@ in place; ``io`` the output that a call may write its input into (or None); ``ar
 own arguments, a tuple that reaches the op's pieces unpacked (``*args``: as parameters of their
 own, so that ``if w is None`` branches are pruned at compile time):
 
-* ``rows_kernel(name, row, setup)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an
-  (N, n) array one at a time, ``row(x, io, ws, i, *args)`` doing the op's maths on row i;
+* ``rows_kernel(name, rows, setup)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an
+  (N, n) array, ``rows(x, io, ws, r0, r1, *args)`` looping over them with the op's maths;
 * ``small_rows_kernel(name, shift, ex, finish, setup, count_max)`` -> ``name(x, io, args, r0,
   r1)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
   row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
   covers the group and vectorizes whatever n is; per-row float64 sums s of e (and counts k of the
   max terms); then ``finish`` (the op's logs, one vectorized loop per group, and its outputs);
 * ``inner_kernel(name, body, setup)`` -> ``name(x, io, args, o0, o1, k0, k1)``: an
-  (outer, n, inner) array reduced along axis 1, ``body(x, io, ws, o, k0, k1, *args)`` vectorized
-  along the contiguous inner columns [k0, k1) of outer slice o.
+  (outer, n, inner) array reduced along axis 1, ``body(x, io, ws, o0, o1, k0, k1, *args)``
+  vectorized along the contiguous inner columns [k0, k1) of the outer slices [o0, o1).
 
 ``setup(src, size, *args)`` returns the per-call workspace ``ws`` (scratch arrays, constants),
 allocated once per call, not per row; ``no_setup`` returns None.  The pieces are ``hook``s
-(jit.py says why); pool.py splits [r0, r1) or the (o, k) ranges over threads.
+(jit.py says why) and take ``*args`` once per call or per group, never per row or element.
+rows_kernel and inner_kernel only set up and unpack; the scaffolding of substance is
+small_rows_kernel here and the thread split of pool.py ([r0, r1) or the (o, k) ranges).
 """
 import math
 
@@ -238,15 +240,16 @@ def exp_shifted(v, m):
     return fexp(v - m)
 
 
-def rows_kernel(name, row, setup=no_setup):
-    """The kernel ``name(x, io, args, r0, r1)``: ``row(x, io, ws, i, *args)`` for each row i of
-    [r0, r1), ws = setup(src, n, *args) once per call."""
+def rows_kernel(name, rows, setup=no_setup):
+    """The kernel ``name(x, io, args, r0, r1)``: ws = setup(src, n, *args), then
+    ``rows(x, io, ws, r0, r1, *args)``: the op's own loop over rows [r0, r1), a hook called
+    once per call (a call per row with ``*args`` increfs and decrefs every array of args, row
+    after row: 20% at 100-element rows)."""
     def kernel(x, io, args, r0, r1):
         src = pick(x, io)
         ws = setup(src, src.shape[1], *args)
-        for i in range(r0, r1):
-            row(x, io, ws, i, *args)
-    return named(kernel, name, row.__doc__)
+        rows(x, io, ws, r0, r1, *args)
+    return named(kernel, name, rows.__doc__)
 
 
 def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
@@ -303,12 +306,11 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
 
 def inner_kernel(name, body, setup=no_setup):
     """The kernel ``name(x, io, args, o0, o1, k0, k1)`` over an (outer, n, inner) array:
-    ``body(x, io, ws, o, k0, k1, *args)`` for each outer slice o of [o0, o1), ws = setup(src,
-    k1 - k0, *args) once per call (per-column vectors of the inner range [k0, k1))."""
+    ws = setup(src, k1 - k0, *args) (per-column vectors of the inner range [k0, k1)), then
+    ``body(x, io, ws, o0, o1, k0, k1, *args)``: the op's loop over the outer slices [o0, o1)."""
     def kernel(x, io, args, o0, o1, k0, k1):
         ws = setup(pick(x, io), k1 - k0, *args)
-        for o in range(o0, o1):
-            body(x, io, ws, o, k0, k1, *args)
+        body(x, io, ws, o0, o1, k0, k1, *args)
     return named(kernel, name, body.__doc__)
 
 

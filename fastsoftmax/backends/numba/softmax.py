@@ -51,12 +51,13 @@ def softmax_row(x, o, log):
 
 
 @hook(inline=False)
-def _row3(x, out, ws, i, log):
+def _rows3_loop(x, out, ws, r0, r1, log):
     """softmax / log_softmax of rows of any length, three passes each."""
-    softmax_row(rowof(x, i), out[i], log)
+    for i in range(r0, r1):
+        softmax_row(rowof(x, i), out[i], log)
 
 
-_rows3 = rows_kernel("softmax_rows3", _row3)
+_rows3 = rows_kernel("softmax_rows3", _rows3_loop)
 
 
 # --------------------------------------------------------------------------- rows: online
@@ -86,26 +87,27 @@ def _online_setup(src, n, log):
 
 
 @hook(inline=False)
-def _online_row(x, out, ws, i, log):
+def _online_loop(x, out, ws, r0, r1, log):
     """softmax / log_softmax of long rows, online: block statistics, merged, then the second
     pass."""
     bm, bs = ws
-    xi = rowof(x, i)
-    oi = out[i]
-    n = oi.shape[0]
-    block_stats(xi, oi, 0, n, not log, bm, bs)
-    m, s, ok = merge_blocks(bm, bs)
-    if not ok:  # rare: a non-finite row
-        if not log:     # softmax: the whole row is NaN (out may hold exps by now)
-            for j in range(n):
-                oi[j] = _NAN
-        else:           # log_softmax: pass 1 stored nothing, redo it in three passes
-            softmax_row(xi, oi, log)
-    else:
-        online_pass2(xi, oi, 0, n, log, bm, m, s)
+    n = out.shape[1]
+    for i in range(r0, r1):
+        xi = rowof(x, i)
+        oi = out[i]
+        block_stats(xi, oi, 0, n, not log, bm, bs)
+        m, s, ok = merge_blocks(bm, bs)
+        if not ok:  # rare: a non-finite row
+            if not log:     # softmax: the whole row is NaN (out may hold exps by now)
+                for j in range(n):
+                    oi[j] = _NAN
+            else:           # log_softmax: pass 1 stored nothing, redo it in three passes
+                softmax_row(xi, oi, log)
+        else:
+            online_pass2(xi, oi, 0, n, log, bm, m, s)
 
 
-_rows_online = rows_kernel("softmax_rows_online", _online_row, _online_setup)
+_rows_online = rows_kernel("softmax_rows_online", _online_loop, _online_setup)
 
 
 def _long_rows_threaded(x2, o2, log, nt):
@@ -177,53 +179,54 @@ def _inner_setup(src, K, log):
     return np.empty(K, src.dtype), np.empty(K, np.float64), np.empty(K, src.dtype)
 
 
-@hook
-def _inner_body(x, out, ws, o, k0, k1, log):
+@hook(inline=False)
+def _inner_loop(x, out, ws, o0, o1, k0, k1, log):
     """softmax / log_softmax of (outer, n, inner) along axis 1, vectorized along the inner
     columns [k0, k1): per-column m, s and c (1/s or log s)."""
     m, s, c = ws
     src = pick(x, out)
     n = out.shape[1]
     K = k1 - k0
-    m[:] = src[o, 0, k0:k1]
-    for j in range(1, n):
-        xr = src[o, j, k0:k1]
-        for k in range(K):
-            m[k] = fmax(m[k], xr[k])
-    if log:
-        for k in range(K):
-            if not np.isfinite(m[k]):
-                m[k] = 0.0
-    s[:] = 0.0
-    if log:
-        for j in range(n):
+    for o in range(o0, o1):
+        m[:] = src[o, 0, k0:k1]
+        for j in range(1, n):
             xr = src[o, j, k0:k1]
             for k in range(K):
-                s[k] += np.float64(fexp(xr[k] - m[k]))
-        for k in range(K):
-            c[k] = math.log(s[k])
-        for j in range(n):
-            orow = out[o, j, k0:k1]
-            xr = block3(x, orow, o, j, k0, k1)
+                m[k] = fmax(m[k], xr[k])
+        if log:
             for k in range(K):
-                orow[k] = (xr[k] - m[k]) - c[k]
-    else:
-        for j in range(n):
-            orow = out[o, j, k0:k1]
-            xr = block3(x, orow, o, j, k0, k1)
+                if not np.isfinite(m[k]):
+                    m[k] = 0.0
+        s[:] = 0.0
+        if log:
+            for j in range(n):
+                xr = src[o, j, k0:k1]
+                for k in range(K):
+                    s[k] += np.float64(fexp(xr[k] - m[k]))
             for k in range(K):
-                ev = fexpd(xr[k], m[k])
-                orow[k] = ev
-                s[k] += np.float64(ev)
-        for k in range(K):
-            c[k] = 1.0 / s[k] if np.isfinite(m[k]) else _NAN
-        for j in range(n):
-            orow = out[o, j, k0:k1]
+                c[k] = math.log(s[k])
+            for j in range(n):
+                orow = out[o, j, k0:k1]
+                xr = block3(x, orow, o, j, k0, k1)
+                for k in range(K):
+                    orow[k] = (xr[k] - m[k]) - c[k]
+        else:
+            for j in range(n):
+                orow = out[o, j, k0:k1]
+                xr = block3(x, orow, o, j, k0, k1)
+                for k in range(K):
+                    ev = fexpd(xr[k], m[k])
+                    orow[k] = ev
+                    s[k] += np.float64(ev)
             for k in range(K):
-                orow[k] = orow[k] * c[k]
+                c[k] = 1.0 / s[k] if np.isfinite(m[k]) else _NAN
+            for j in range(n):
+                orow = out[o, j, k0:k1]
+                for k in range(K):
+                    orow[k] = orow[k] * c[k]
 
 
-_inner = inner_kernel("softmax_inner", _inner_body, _inner_setup)
+_inner = inner_kernel("softmax_inner", _inner_loop, _inner_setup)
 
 
 # ------------------------------------------------------------------------- the contract
