@@ -75,21 +75,19 @@ def _weight_sum(w, C):
     return sw
 
 
-@hook
-def _setup(src, C, target, probs, weight, ignore_index, eps, scale, loss):
-    """(sum of the weights, eps / C, scratch): the per-call constants, and the L1 block where the
-    exps go without a gradient."""
-    return _weight_sum(weight, C), eps / C, np.empty(min(C, BLOCK), src.dtype)
-
-
 # ------------------------------------------------------------------------------------ rows
 @hook(inline=False)
-def _rows_loop(x, grad, ws, r0, r1, target, probs, weight, ignore_index, eps, scale, loss):
+def _rows_loop(x, grad, r0, r1, target, probs, weight, ignore_index, eps, scale, loss):
     """Cross-entropy of rows [r0, r1): loss[i], and grad[i] when grad is not None.  x None: the
     logits live in grad."""
-    sw, eC, scratch = ws
     src = pick(x, grad)
     C = src.shape[1]
+    eC = eps / C
+    sw = _weight_sum(weight, C)
+    # without a gradient the exps go to a scratch block of BLOCK elements that stays in L1:
+    # the same code, in the same blocks, runs with and without grad, so the loss alone equals
+    # the fused loss bit for bit
+    scratch = np.empty(min(C, BLOCK), src.dtype)
     for i in range(r0, r1):
         xi = src[i]
         if grad is not None:
@@ -167,7 +165,7 @@ def _rows_loop(x, grad, ws, r0, r1, target, probs, weight, ignore_index, eps, sc
                     gi[j] = gi[j] * c - sc * (wj * (e1 * pi[j] + eCd))
 
 
-_rows = rows_kernel("ce_rows", _rows_loop, _setup)
+_rows = rows_kernel("ce_rows", _rows_loop)
 
 
 # ---------------------------------------------------------------------- rows: many short rows

@@ -109,7 +109,7 @@ def lse_row(a, b, want_sign):
 
 
 @hook(inline=False)
-def _rows_loop(x, out, ws, r0, r1, b, sign):
+def _rows_loop(x, out, r0, r1, b, sign):
     """logsumexp of rows; b None or (rows, n), sign None or (rows,)."""
     want_sign = sign is not None
     for i in range(r0, r1):
@@ -157,19 +157,16 @@ _small = small_rows_kernel("lse_small", keep, _exp_masked, _small_finish, count_
 
 
 # ------------------------------------------------------------------------------ inner > 1
-@hook
-def _inner_setup(src, K, b, sign):
-    return np.empty(K, src.dtype), np.empty(K, np.float64), np.empty(K, np.float64)
-
-
 @hook(inline=False)
-def _inner_loop(x, out, ws, o0, o1, k0, k1, b, sign):
+def _inner_loop(x, out, o0, o1, k0, k1, b, sign):
     """logsumexp of (outer, n, inner) along axis 1 (b None or (outer, n, inner), sign None or
     (outer, inner)), vectorized along the inner columns [k0, k1): per-column m, t and k."""
-    m, t, kk = ws
     n = x.shape[1]
     K = k1 - k0
     want_sign = sign is not None
+    m = np.empty(K, x.dtype)
+    t = np.empty(K, np.float64)
+    kk = np.empty(K, np.float64)
     for o in range(o0, o1):
         m[:] = -_INF
         for j in range(n):
@@ -231,7 +228,7 @@ def _inner_loop(x, out, ws, o0, o1, k0, k1, b, sign):
                 sign[o, k0 + k] = sgn
 
 
-_inner = inner_kernel("lse_inner", _inner_loop, _inner_setup)
+_inner = inner_kernel("lse_inner", _inner_loop)
 
 
 # ------------------------------------------------------------------------- the contract

@@ -51,7 +51,7 @@ def softmax_row(x, o, log):
 
 
 @hook(inline=False)
-def _rows3_loop(x, out, ws, r0, r1, log):
+def _rows3_loop(x, out, r0, r1, log):
     """softmax / log_softmax of rows of any length, three passes each."""
     for i in range(r0, r1):
         softmax_row(rowof(x, i), out[i], log)
@@ -80,18 +80,14 @@ def online_pass2(x, o, j0, j1, log, bm, m, s):
             b += 1
 
 
-@hook
-def _online_setup(src, n, log):
-    nb = (n + BLOCK - 1) // BLOCK
-    return np.empty(nb, src.dtype), np.empty(nb, np.float64)
-
-
 @hook(inline=False)
-def _online_loop(x, out, ws, r0, r1, log):
+def _online_loop(x, out, r0, r1, log):
     """softmax / log_softmax of long rows, online: block statistics, merged, then the second
     pass."""
-    bm, bs = ws
     n = out.shape[1]
+    nb = (n + BLOCK - 1) // BLOCK
+    bm = np.empty(nb, out.dtype)
+    bs = np.empty(nb, np.float64)
     for i in range(r0, r1):
         xi = rowof(x, i)
         oi = out[i]
@@ -107,7 +103,7 @@ def _online_loop(x, out, ws, r0, r1, log):
             online_pass2(xi, oi, 0, n, log, bm, m, s)
 
 
-_rows_online = rows_kernel("softmax_rows_online", _online_loop, _online_setup)
+_rows_online = rows_kernel("softmax_rows_online", _online_loop)
 
 
 def _long_rows_threaded(x2, o2, log, nt):
@@ -174,19 +170,16 @@ _log_small = small_rows_kernel("log_softmax_small", finite_or_zero, exp_shifted,
 
 
 # ------------------------------------------------------------------------------ inner > 1
-@hook
-def _inner_setup(src, K, log):
-    return np.empty(K, src.dtype), np.empty(K, np.float64), np.empty(K, src.dtype)
-
-
 @hook(inline=False)
-def _inner_loop(x, out, ws, o0, o1, k0, k1, log):
+def _inner_loop(x, out, o0, o1, k0, k1, log):
     """softmax / log_softmax of (outer, n, inner) along axis 1, vectorized along the inner
     columns [k0, k1): per-column m, s and c (1/s or log s)."""
-    m, s, c = ws
     src = pick(x, out)
     n = out.shape[1]
     K = k1 - k0
+    m = np.empty(K, out.dtype)
+    s = np.empty(K, np.float64)
+    c = np.empty(K, out.dtype)
     for o in range(o0, o1):
         m[:] = src[o, 0, k0:k1]
         for j in range(1, n):
@@ -226,7 +219,7 @@ def _inner_loop(x, out, ws, o0, o1, k0, k1, log):
                     orow[k] = orow[k] * c[k]
 
 
-_inner = inner_kernel("softmax_inner", _inner_loop, _inner_setup)
+_inner = inner_kernel("softmax_inner", _inner_loop)
 
 
 # ------------------------------------------------------------------------- the contract
