@@ -184,3 +184,75 @@ def exp(cnp.ndarray x, cnp.ndarray out):
 def log(cnp.ndarray x, cnp.ndarray out):
     """out = the kernels' own log of x (1-D)."""
     return _elementwise(x, out, True)
+
+
+# ------------------------------------------------------------------------ training ops
+def softmax_backward(cnp.ndarray grad, cnp.ndarray y, cnp.ndarray out, log, nthreads):
+    """out (outer, n, inner) = softmax (log False) / log_softmax (log True) backward along axis
+    1; out may be grad or y."""
+    cdef int64_t outer = out.shape[0], n = out.shape[1], inner = out.shape[2]
+    cdef int lg = 1 if log else 0
+    cdef int nt = _nthreads(nthreads)
+    cdef void *pg = cnp.PyArray_DATA(grad)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *po = cnp.PyArray_DATA(out)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(out):
+        with nogil:
+            ops.softmax_backward_f32(<const float *>pg, <const float *>py, <float *>po, outer,
+                                     n, inner, lg, nt)
+    else:
+        with nogil:
+            ops.softmax_backward_f64(<const double *>pg, <const double *>py, <double *>po,
+                                     outer, n, inner, lg, nt)
+    return out
+
+
+def sigmoid(cnp.ndarray x, cnp.ndarray out, log, nthreads):
+    """out = sigmoid (log False) / log_sigmoid (log True) of x (1-D); out may be x."""
+    cdef int64_t n = cnp.PyArray_SIZE(x)
+    cdef int lg = 1 if log else 0
+    cdef int nt = _nthreads(nthreads)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *po = cnp.PyArray_DATA(out)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(x):
+        with nogil:
+            ops.sigmoid_f32(<const float *>px, <float *>po, n, lg, nt)
+    else:
+        with nogil:
+            ops.sigmoid_f64(<const double *>px, <double *>po, n, lg, nt)
+    return out
+
+
+def binary_cross_entropy(cnp.ndarray logits, cnp.ndarray target, weight, pos_weight, scale,
+                         cnp.ndarray partial, loss, grad, nthreads):
+    """Fused binary cross-entropy with logits over (N, C): partial sums of the loss (one per flat
+    block), the elementwise loss when loss is not None, the gradient when grad is not None."""
+    cdef int64_t N = logits.shape[0], C = logits.shape[1]
+    cdef int64_t wr = 1, wc = 1
+    cdef int64_t nb = partial.shape[0]
+    cdef int nt = _nthreads(nthreads)
+    cdef double sc = scale
+    if weight is not None:
+        wr = (<cnp.ndarray>weight).shape[0]
+        wc = (<cnp.ndarray>weight).shape[1]
+    cdef void *px = cnp.PyArray_DATA(logits)
+    cdef void *pz = cnp.PyArray_DATA(target)
+    cdef void *pw = _ptr(weight)
+    cdef void *pp = _ptr(pos_weight)
+    cdef double *ppart = <double *>cnp.PyArray_DATA(partial)
+    cdef void *pl = _ptr(loss)
+    cdef void *pg = _ptr(grad)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(logits):
+        with nogil:
+            ops.binary_cross_entropy_f32(<const float *>px, <const float *>pz, <const float *>pw,
+                                         wr, wc, <const float *>pp, sc, ppart, nb, <float *>pl,
+                                         <float *>pg, N, C, nt)
+    else:
+        with nogil:
+            ops.binary_cross_entropy_f64(<const double *>px, <const double *>pz,
+                                         <const double *>pw, wr, wc, <const double *>pp, sc,
+                                         ppart, nb, <double *>pl, <double *>pg, N, C, nt)
+    return partial

@@ -68,6 +68,8 @@
 #include "fsm_softmax.h"
 #include "fsm_lse.h"
 #include "fsm_ce.h"
+#include "fsm_backward.h"
+#include "fsm_sigmoid.h"
 #undef FT
 #undef F
 
@@ -77,6 +79,8 @@
 #include "fsm_softmax.h"
 #include "fsm_lse.h"
 #include "fsm_ce.h"
+#include "fsm_backward.h"
+#include "fsm_sigmoid.h"
 #undef FT
 #undef F
 

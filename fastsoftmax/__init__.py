@@ -16,12 +16,19 @@ from ._dispatch import (
 from ._scipy_patch import patch_scipy, patched_scipy, unpatch_scipy
 from ._version import __version__
 from .ops import cross_entropy, log_softmax, logsumexp, softmax
+from .ops import (binary_cross_entropy_with_logits, log_sigmoid, log_softmax_backward, sigmoid,
+                  softmax_backward)
 
 __all__ = [
     "softmax",
     "log_softmax",
     "logsumexp",
     "cross_entropy",
+    "softmax_backward",
+    "log_softmax_backward",
+    "sigmoid",
+    "log_sigmoid",
+    "binary_cross_entropy_with_logits",
     "available_backends",
     "use_backend",
     "set_num_threads",

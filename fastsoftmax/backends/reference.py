@@ -147,3 +147,74 @@ def exp(x, out):
 def log(x, out):
     with np.errstate(all="ignore"):
         out[...] = np.log(x.astype(_wide(x.dtype)))
+
+
+# ------------------------------------------------------------------------ training ops
+# (docs/training.md: the backward passes, sigmoid / log_sigmoid, binary cross-entropy)
+__all__ += ["softmax_backward", "sigmoid", "binary_cross_entropy"]
+
+
+def softmax_backward(grad, y, out, log, nthreads=1):
+    """softmax: y * (grad - sum(grad * y)); log_softmax: grad - exp(y) * sum(grad), over axis 1
+    (torch's _softmax_backward_data / _log_softmax_backward_data)."""
+    wide = _wide(np.result_type(grad, y))
+    g = grad.astype(wide)
+    yw = y.astype(wide)
+    with np.errstate(all="ignore"):
+        if log:
+            r = g - np.exp(yw) * np.sum(g, axis=1, keepdims=True)
+        else:
+            r = yw * (g - np.sum(g * yw, axis=1, keepdims=True))
+    out[...] = r
+
+
+def _log1pexp_neg_abs(x):
+    """log1p(exp(-|x|)) (NaN for NaN)."""
+    return np.log1p(np.exp(-np.abs(x)))
+
+
+def sigmoid(x, out, log, nthreads=1):
+    """scipy.special.expit (log False) / log_expit (log True), elementwise, 1-D."""
+    xw = x.astype(_wide(x.dtype))
+    with np.errstate(all="ignore"):
+        if log:   # x - log1p(exp(x)) below 0, -log1p(exp(-x)) above (-0.0 at +inf, as scipy)
+            sp = _log1pexp_neg_abs(xw)
+            r = np.where(xw < 0, xw - sp, -sp)
+        else:     # 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below
+            e = np.exp(-np.abs(xw))
+            r = np.where(xw >= 0, 1, e) / (1 + e)
+    out[...] = r
+
+
+def binary_cross_entropy(logits, target, weight, pos_weight, scale, partial, loss, grad,
+                         nthreads=1):
+    """torch.nn.functional.binary_cross_entropy_with_logits, elementwise over (N, C):
+    l = max(x, 0) - z x + log1p(exp(-|x|)) + (pw - 1) z (log1p(exp(-|x|)) + max(-x, 0)),
+    times w; partial[b] sums l over the b-th of len(partial) equal flat blocks; loss gets l,
+    grad gets scale * w * (sigmoid(x) - z - (pw - 1) z (1 - sigmoid(x)))."""
+    wide = _wide(logits.dtype)
+    x = logits.astype(wide)
+    z = target.astype(wide)
+    with np.errstate(all="ignore"):
+        sp = _log1pexp_neg_abs(x)
+        l = np.maximum(x, 0) - z * x + sp
+        e = np.exp(-np.abs(x))
+        sig = np.where(x >= 0, 1, e) / (1 + e)
+        g = sig - z
+        if pos_weight is not None:
+            pw1 = pos_weight.astype(wide) - 1
+            l = l + pw1 * z * (sp + np.maximum(-x, 0))
+            g = g - pw1 * z * (np.where(x >= 0, e, 1) / (1 + e))
+        if weight is not None:
+            w = weight.astype(wide)
+            l = l * w
+            g = g * w
+        flat = l.reshape(-1)
+        nb = partial.shape[0]
+        B = -(-flat.size // nb)
+        for b in range(nb):
+            partial[b] = np.sum(flat[b * B:(b + 1) * B], dtype=np.float64)
+        if loss is not None:
+            loss[...] = l
+        if grad is not None:
+            grad[...] = scale * g

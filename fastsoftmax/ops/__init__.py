@@ -5,5 +5,9 @@ lives here."""
 from .cross_entropy import cross_entropy
 from .logsumexp import logsumexp
 from .softmax import log_softmax, softmax
+from .backward import log_softmax_backward, softmax_backward
+from .sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy"]
+__all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy",
+           "softmax_backward", "log_softmax_backward", "sigmoid", "log_sigmoid",
+           "binary_cross_entropy_with_logits"]

@@ -28,8 +28,11 @@ from .explog import exp_apply as _exp_apply, log_apply as _log_apply
 from .lse import logsumexp
 from .rows import x_arg as _x_arg
 from .softmax import softmax
+from .backward import softmax_backward
+from .sigmoid import binary_cross_entropy, sigmoid
 
-__all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
+__all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log",
+           "softmax_backward", "sigmoid", "binary_cross_entropy"]
 
 
 def exp(x, out):
