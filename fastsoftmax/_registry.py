@@ -401,20 +401,6 @@ def _th_softmax_backward(log):
     return make
 
 
-def _th_autograd_backward(log):
-    """torch autograd: the backward of a recorded softmax (y the saved output)."""
-    def make(torch, inp):
-        g = torch.from_numpy(inp["grad"])
-        xt = torch.from_numpy(inp["y"]).requires_grad_(True)
-        f = torch.log_softmax if log else torch.softmax
-
-        def fn():
-            (d,) = torch.autograd.grad(f(xt, -1), xt, g)
-            return d
-        return fn
-    return make
-
-
 def _backward_op(name, log):
     benches = (
         Bench(name, f"{name} (the vector-Jacobian product of the last axis' "
@@ -424,8 +410,7 @@ def _backward_op(name, log):
               inplace="out"),
     )
     return Op(name, "backward", "softmax_backward", ("auto",), "rows", _grad_y(log),
-              Grid(_SHAPE_AXES + (((3, 200000), 1), ((40000, 20), 1)),
-                   values=("normal", "special")),
+              Grid(_SHAPE_AXES, values=("normal", "special")),
               benches, tune_out="out")
 
 
@@ -440,7 +425,7 @@ def _np_log_sigmoid(np_, inp):
 
 
 _SIG_CASES = (((7,), None), ((5, 13), None), ((3, 4, 17), -1), ((1, 1), 0), ((2, 3000), None),
-              ((600, 1000), None))
+              ((300, 1000), None))
 
 
 def _sigmoid_op(name, log):
@@ -487,7 +472,7 @@ def _bce_bench_inputs(shape, dtype, rng):
 
 
 _BCE_CASES = (((7,), 0), ((5, 13), 1), ((5, 13), 0), ((3, 4, 17), -1), ((3, 4, 17), 1),
-              ((1, 1), 1), ((2, 3000), -1), ((700, 3), 1), ((300, 1000), -1))
+              ((1, 1), 1), ((2, 3000), -1), ((700, 3), 1), ((200, 700), -1))
 
 _BCE_OP = Op("binary_cross_entropy_with_logits", "sigmoid", "binary_cross_entropy", ("auto",),
              "rows_last", _bce_inputs,

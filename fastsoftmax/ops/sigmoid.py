@@ -151,9 +151,11 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                         "convert it, e.g. logits.astype(np.float32)")
     check_choice(reduction, _REDUCTIONS, "reduction")
     shape0 = x.shape
-    if x.ndim == 0:
+    if x.ndim == 0:     # one logit: computed as (1,), answered in the input's shape
         x = x.reshape(1)
-    z = _targets(target if np.ndim(target) or not shape0 else np.reshape(target, (1,)), x)
+        if np.ndim(target) == 0:
+            target = np.reshape(target, (1,))
+    z = _targets(target, x)
     if axis is None or isinstance(axis, tuple):
         raise TypeError(f"axis is the class axis (of pos_weight), one integer; got {axis!r}")
     (ax,) = _canon.normalize_axes(axis, x.ndim)

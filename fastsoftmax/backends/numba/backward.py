@@ -14,7 +14,7 @@ read comes from L2 for rows up to ~40K float32).
 import numpy as np
 
 from .explog import fexp
-from .intrinsics import like, pick, radd
+from .intrinsics import like, pick, radd, rowof
 from .jit import JIT, cjit, hook
 from .pool import bounds, nchunks, nthreads_for, run, split_inner, split_rows
 from .rows import BLOCK, inner_kernel, rows_kernel
@@ -56,18 +56,9 @@ def _rows_loop(g, out, r0, r1, y, log):
     """Rows [r0, r1): the row's sum, then its write."""
     for i in range(r0, r1):
         oi = out[i]
-        if g is None and y is None:
-            s = _rowsum(None, None, oi, log)
-            _rowwrite(None, None, oi, log, s)
-        elif g is None:
-            s = _rowsum(None, y[i], oi, log)
-            _rowwrite(None, y[i], oi, log, s)
-        elif y is None:
-            s = _rowsum(g[i], None, oi, log)
-            _rowwrite(g[i], None, oi, log, s)
-        else:
-            s = _rowsum(g[i], y[i], oi, log)
-            _rowwrite(g[i], y[i], oi, log, s)
+        gi = rowof(g, i)
+        yi = rowof(y, i)
+        _rowwrite(gi, yi, oi, log, _rowsum(gi, yi, oi, log))
 
 
 _rows = rows_kernel("softmax_backward_rows", _rows_loop)
