@@ -531,4 +531,9 @@ DEFAULT_SUITE = (
     ("cross_entropy", ("4096x1000", "32x50257")),
     ("cross_entropy_grad", ("4096x1000", "256x32000")),
     ("softmax_out", ("256MB",)),
+    ("softmax_backward", ("4096x1000",)),
+    ("log_softmax_backward", ("4096x1000",)),
+    ("sigmoid", ("4096x1000",)),
+    ("log_sigmoid", ("4096x1000",)),
+    ("bce_with_logits_grad", ("4096x1000",)),
 )
