@@ -14,7 +14,7 @@ read comes from L2 for rows up to ~40K float32).
 import numpy as np
 
 from .explog import fexp
-from .intrinsics import like, pick, radd, rowof
+from .intrinsics import like, pick, radd
 from .jit import JIT, cjit, hook
 from .pool import bounds, nchunks, nthreads_for, run, split_inner, split_rows
 from .rows import BLOCK, inner_kernel, rows_kernel
@@ -53,12 +53,25 @@ def _rowwrite(g, y, o, log, s):
 
 @hook(inline=False)
 def _rows_loop(g, out, r0, r1, y, log):
-    """Rows [r0, r1): the row's sum, then its write."""
+    """Rows [r0, r1): the row's sum, then its write.  Rows are indexed, never sliced (a slice
+    costs an NRT incref / decref pair per row: rows.py)."""
+    gs = pick(g, out)
+    ys = pick(y, out)
+    n = out.shape[1]
     for i in range(r0, r1):
-        oi = out[i]
-        gi = rowof(g, i)
-        yi = rowof(y, i)
-        _rowwrite(gi, yi, oi, log, _rowsum(gi, yi, oi, log))
+        s = 0.0
+        if log:
+            for j in range(n):
+                s = radd(s, np.float64(gs[i, j]))
+            c = like(out[i, 0], s)
+            for j in range(n):
+                out[i, j] = gs[i, j] - fexp(ys[i, j]) * c
+        else:
+            for j in range(n):
+                s = radd(s, np.float64(gs[i, j]) * np.float64(ys[i, j]))
+            c = like(out[i, 0], s)
+            for j in range(n):
+                out[i, j] = ys[i, j] * (gs[i, j] - c)
 
 
 _rows = rows_kernel("softmax_backward_rows", _rows_loop)
