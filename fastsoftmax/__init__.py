@@ -16,6 +16,9 @@ from ._dispatch import (
 from ._scipy_patch import patch_scipy, patched_scipy, unpatch_scipy
 from ._version import __version__
 from .ops import cross_entropy, log_softmax, logsumexp, softmax
+from .ops import (fixed_unigram_candidate_sampler, linear_cross_entropy,
+                  log_uniform_candidate_sampler, sampled_softmax_loss, scatter_add,
+                  uniform_candidate_sampler)
 
 __all__ = [
     "softmax",
@@ -33,3 +36,6 @@ __all__ = [
     "patched_scipy",
     "__version__",
 ]
+__all__ += ["log_uniform_candidate_sampler", "uniform_candidate_sampler",
+            "fixed_unigram_candidate_sampler", "sampled_softmax_loss", "scatter_add",
+            "linear_cross_entropy"]

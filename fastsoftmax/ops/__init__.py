@@ -5,5 +5,11 @@ lives here."""
 from .cross_entropy import cross_entropy
 from .logsumexp import logsumexp
 from .softmax import log_softmax, softmax
+from .linear_ce import linear_cross_entropy
+from .sampling import (fixed_unigram_candidate_sampler, log_uniform_candidate_sampler,
+                       sampled_softmax_loss, scatter_add, uniform_candidate_sampler)
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy"]
+__all__ += ["log_uniform_candidate_sampler", "uniform_candidate_sampler",
+            "fixed_unigram_candidate_sampler", "sampled_softmax_loss", "scatter_add",
+            "linear_cross_entropy"]

@@ -15,6 +15,7 @@ This module exposes exactly the kernel contract of docs/DESIGN.md (``softmax``, 
                   the contract's ``softmax``
 ``lse.py``        logsumexp maths and ``logsumexp``
 ``ce.py``         cross-entropy (loss + gradient) maths and ``cross_entropy``
+``sampling.py``   candidate sampling (inverse CDF, unique rejection loop): ``sample_candidates``
 ================  ===========================================================================
 
 Softmax's inner loop is ``rows.expstore1`` (exp(x - m) stored while summing), called by
@@ -28,8 +29,10 @@ from .explog import exp_apply as _exp_apply, log_apply as _log_apply
 from .lse import logsumexp
 from .rows import x_arg as _x_arg
 from .softmax import softmax
+from .sampling import sample_candidates
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log"]
+__all__ += ["sample_candidates"]
 
 
 def exp(x, out):
