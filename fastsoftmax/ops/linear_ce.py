@@ -254,7 +254,8 @@ def _z_chunk(mod, lg, g, t, valid, w, ignore_index, e, s_ce, s_z, z, loss, lse2,
     if g is None:
         return
     # G = p (s_ce Q + 2 z s_z lse) - s_ce q, with p = g + onehot(t) on the valid rows
-    amp = np.where(valid, s_ce * Q + 2.0 * z * s_z * lse, 0.0)
+    amp = np.zeros(n, np.float64)
+    amp[rows] = s_ce * Q[rows] + 2.0 * z * s_z * lse[rows]
     g[rows, tv] += g.dtype.type(1.0)
     g *= amp.astype(g.dtype)[:, None]
     g[rows, tv] -= (s_ce * (1.0 - e) * wt).astype(g.dtype)
