@@ -489,4 +489,6 @@ DEFAULT_SUITE = (
     ("cross_entropy", ("4096x1000", "32x50257")),
     ("cross_entropy_grad", ("4096x1000", "256x32000")),
     ("softmax_out", ("256MB",)),
+    ("sampled_softmax_loss", ("256x32000",)),
+    ("linear_cross_entropy_grad", ("256x32000",)),
 )
