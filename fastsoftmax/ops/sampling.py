@@ -71,7 +71,7 @@ def _classes(x, name: str, num_true: int, n_classes: int, what: str) -> np.ndarr
 
 @functools.lru_cache(maxsize=4)
 def _log_uniform_cdf(range_max: int) -> np.ndarray:
-    """CDF of P(c) = log((c + 2) / (c + 1)) / log(range_max + 1): log(c + 2) / log(range_max + 1)."""
+    """CDF of P(c) = log((c + 2) / (c + 1)) / log(range_max + 1): log(c + 2) / log(R + 1)."""
     cdf = np.log1p(np.arange(1, range_max + 1, dtype=np.float64)) / np.log1p(range_max)
     cdf[-1] = 1.0
     cdf.flags.writeable = False
