@@ -256,3 +256,15 @@ def binary_cross_entropy(cnp.ndarray logits, cnp.ndarray target, weight, pos_wei
                                          <const double *>pw, wr, wc, <const double *>pp, sc,
                                          ppart, nb, <double *>pl, <double *>pg, N, C, nt)
     return partial
+def sample_candidates(cnp.ndarray u, cdf, range_max, seen, cnp.ndarray out, cnp.ndarray state):
+    """Candidate sampling by inverse CDF (csrc/fsm_sampling.h), resumable through state."""
+    cdef int64_t nu = u.shape[0], R = range_max, ns = out.shape[0]
+    cdef const double *pu = <const double *>cnp.PyArray_DATA(u)
+    cdef const double *pc = <const double *>_ptr(cdf)
+    cdef char *ps = <char *>_ptr(seen)
+    cdef int64_t *po = <int64_t *>cnp.PyArray_DATA(out)
+    cdef int64_t *pst = <int64_t *>cnp.PyArray_DATA(state)
+    cdef const fsm_ops *ops = _ops
+    with nogil:
+        ops.sample_candidates(pu, nu, pc, R, ps, po, ns, pst)
+    return out

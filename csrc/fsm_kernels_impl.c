@@ -84,6 +84,8 @@
 #undef FT
 #undef F
 
+#include "fsm_sampling.h"   /* no float type: included once */
+
 const fsm_ops FSM_CAT(fsm_ops_, FSM_ISA) = {
     .name = FSM_STR(FSM_ISA),
 #define FSM_OP(entry, params) .entry = entry,

@@ -18,6 +18,9 @@ from ._version import __version__
 from .ops import cross_entropy, log_softmax, logsumexp, softmax
 from .ops import (binary_cross_entropy_with_logits, log_sigmoid, log_softmax_backward, sigmoid,
                   softmax_backward)
+from .ops import (fixed_unigram_candidate_sampler, linear_cross_entropy,
+                  log_uniform_candidate_sampler, sampled_softmax_loss, scatter_add,
+                  uniform_candidate_sampler)
 
 __all__ = [
     "softmax",
@@ -40,3 +43,6 @@ __all__ = [
     "patched_scipy",
     "__version__",
 ]
+__all__ += ["log_uniform_candidate_sampler", "uniform_candidate_sampler",
+            "fixed_unigram_candidate_sampler", "sampled_softmax_loss", "scatter_add",
+            "linear_cross_entropy"]

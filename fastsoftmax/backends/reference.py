@@ -218,3 +218,32 @@ def binary_cross_entropy(logits, target, weight, pos_weight, scale, partial, los
             loss[...] = l
         if grad is not None:
             grad[...] = scale * g
+def sample_candidates(u, cdf, range_max, seen, out, state):
+    """Candidate sampling by inverse CDF, resumable (kernel contract, docs/DESIGN.md): draw i
+    maps the uniform u_i to the class ``floor(u_i * range_max)`` (cdf None) or to the smallest
+    c with ``u_i < cdf[c]`` (clamped to range_max - 1).  ``seen`` None: every draw fills the next
+    slot of ``out``; else a class not yet marked in ``seen`` is taken and marked, a marked one is
+    rejected.  ``state`` = [filled, tries] continues across calls; stops when ``out`` is full."""
+    filled, tries = int(state[0]), int(state[1])
+    need = out.shape[0] - filled
+    if need <= 0 or u.shape[0] == 0:
+        return
+    if cdf is None:
+        c = np.floor(u * np.float64(range_max)).astype(np.int64)
+    else:
+        c = np.searchsorted(cdf, u, side="right").astype(np.int64)
+    np.minimum(c, range_max - 1, out=c)
+    if seen is None:
+        k = min(need, c.shape[0])
+        out[filled:filled + k] = c[:k]
+        state[0], state[1] = filled + k, tries + k
+        return
+    # unique: the first occurrence of each class in this block, in draw order, unless seen before
+    vals, first = np.unique(c, return_index=True)
+    keep = seen[vals] == 0
+    first = np.sort(first[keep])
+    take = first[:need]
+    out[filled:filled + take.shape[0]] = c[take]
+    seen[c[take]] = 1
+    used = int(take[-1]) + 1 if take.shape[0] == need else c.shape[0]
+    state[0], state[1] = filled + take.shape[0], tries + used

@@ -11,3 +11,10 @@ from .sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 __all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy",
            "softmax_backward", "log_softmax_backward", "sigmoid", "log_sigmoid",
            "binary_cross_entropy_with_logits"]
+from .linear_ce import linear_cross_entropy
+from .sampling import (fixed_unigram_candidate_sampler, log_uniform_candidate_sampler,
+                       sampled_softmax_loss, scatter_add, uniform_candidate_sampler)
+
+__all__ += ["log_uniform_candidate_sampler", "uniform_candidate_sampler",
+            "fixed_unigram_candidate_sampler", "sampled_softmax_loss", "scatter_add",
+            "linear_cross_entropy"]

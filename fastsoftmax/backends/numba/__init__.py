@@ -15,6 +15,7 @@ This module exposes exactly the kernel contract of docs/DESIGN.md (``softmax``, 
                   the contract's ``softmax``
 ``lse.py``        logsumexp maths and ``logsumexp``
 ``ce.py``         cross-entropy (loss + gradient) maths and ``cross_entropy``
+``sampling.py``   candidate sampling (inverse CDF, unique rejection loop): ``sample_candidates``
 ================  ===========================================================================
 
 Softmax's inner loop is ``rows.expstore1`` (exp(x - m) stored while summing), called by
@@ -33,6 +34,9 @@ from .sigmoid import binary_cross_entropy, sigmoid
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log",
            "softmax_backward", "sigmoid", "binary_cross_entropy"]
+from .sampling import sample_candidates
+
+__all__ += ["sample_candidates"]
 
 
 def exp(x, out):
