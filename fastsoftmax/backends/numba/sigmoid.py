@@ -20,7 +20,7 @@ import numpy as np
 from .explog import fexpn, log64
 from .intrinsics import like, pick, radd
 from .jit import JIT, cjit
-from .pool import MIN_CHUNK, MIN_WORK, bounds, nthreads_for, run
+from .pool import MIN_CHUNK, bounds, nthreads_for, run
 
 __all__ = ["sigmoid", "binary_cross_entropy"]
 
