@@ -31,6 +31,7 @@ with atheris.instrument_imports(include=["fastsoftmax"]):
     from fastsoftmax import _dispatch, _registry
 
 from conftest import assert_close  # noqa: E402  -- the tolerances' one place
+from test_fuzz import known_open  # noqa: E402  -- the known open differences' one place
 
 OPS = list(_registry.OPS.values())
 _BASE = ("float16", "float32", "float64", "longdouble", "complex64", "complex128", "int8",
@@ -171,7 +172,11 @@ def TestOneInput(data: bytes) -> None:
             if tdt == np.longdouble:
                 tdt = np.dtype(np.float64)
             if g.size:
-                assert_close(g, w, tdt, atol_scale=scale)
+                try:
+                    assert_close(g, w, tdt, atol_scale=scale)
+                except AssertionError:
+                    if known_open(op.kernel, name, fresh) is None:
+                        raise
     for k, v in fresh.items():
         if k in aliased and got_exc is None:
             continue
