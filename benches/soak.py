@@ -1,7 +1,7 @@
 """The long leak soak: 10^5 calls of every op of the registry on every backend (every ISA path
 of the C extension), rejected calls included, with the process's RSS sampled along the way.
 
-    python benches/soak.py [--calls 100000] [--samples 20]
+    python benches/soak.py [--calls 100000] [--samples 20] [--backends numba cython-avx2 ...]
 
 The calls are tests/test_leaks.py's ``calls_for(op, backend)`` (each option set of the op's grid,
 a preallocated output, a 2-thread call big enough for the thread pools, bad axes, bad targets,
@@ -33,12 +33,14 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=100_000, help="calls per op and backend")
     ap.add_argument("--samples", type=int, default=20, help="RSS samples per op and backend")
     ap.add_argument("--limit", type=float, default=8.0, help="allowed growth per op (MiB)")
+    ap.add_argument("--backends", nargs="*", default=BACKEND_PARAMS,
+                    help=f"backends / ISA paths (default: all of {BACKEND_PARAMS})")
     args = ap.parse_args(argv)
     first = rss_bytes()
     peak = first
     ok = True
     t0 = time.perf_counter()
-    for param in BACKEND_PARAMS:
+    for param in args.backends:
         backend = _activate(param)
         for op in _registry.OPS.values():
             calls = calls_for(op, backend)
