@@ -307,6 +307,14 @@ def known_open(kernel, backend, arrays):
         lim = np.finfo(np.float32).max if arrays["logits"].dtype.itemsize <= 4 else np.inf
         if not np.all(np.abs(w) < lim):
             return "compiled cross_entropy: an infinite class weight gives NaN"
+    if kernel == "cross_entropy" and backend == "cython":
+        x = arrays["logits"]
+        if x.dtype.itemsize <= 4 and x.size:
+            with np.errstate(all="ignore"):
+                v = x.astype(np.float64)
+                v = v[np.isfinite(v)]
+                if v.size and v.max() - v.min() > np.finfo(np.float32).max:
+                    return "C cross_entropy: x_j - m overflows float32, 0 * inf = NaN"
     return None
 
 
@@ -388,6 +396,12 @@ REGRESSIONS = {
     "cross_entropy_infinite_weight_smoothed": lambda: fs.cross_entropy(
         np.zeros((2, 3), np.float32), np.array([2, 1]), weight=np.array([7.6e298, 1.0, 1e-321]),
         reduction="none", label_smoothing=1.0, backend=BACKEND[0]),
+    # atheris: float32 logits spanning more than float32's range (x_j - m overflows), zero
+    # weights, smoothing 1: every q_j is 0, the loss 0 (torch: NaN, as the C kernel)
+    "cross_entropy_logit_span_overflows_float32": lambda: fs.cross_entropy(
+        np.array([12.07837, 6.2358463e32, 2.5086063e35, 2.1059141e37, -3.3694626e38],
+                 np.float32), np.array(0), weight=np.zeros(5, np.float32), label_smoothing=1.0,
+        reduction="none", backend=BACKEND[0]),
     # atheris: b == 0 masks an entry whose exp overflows float32: -inf (nothing left to sum)
     "logsumexp_masked_overflow_float16": lambda: fs.logsumexp(
         np.array(661.0, np.float16), b=np.array(0.0, np.float16), axis=0, backend=BACKEND[0]),
@@ -400,6 +414,8 @@ OPEN = {  # (regression, backend): the kernel that still gets it wrong
     ("cross_entropy_infinite_weight", "cython"): "C cross_entropy: NaN, not 0",
     ("cross_entropy_infinite_weight_smoothed", "numba"): "Numba cross_entropy: NaN, not inf",
     ("cross_entropy_infinite_weight_smoothed", "cython"): "C cross_entropy: NaN, not inf",
+    ("cross_entropy_logit_span_overflows_float32", "cython"):
+        "C cross_entropy: 0 * (x_j - m) with x_j - m = -inf in float32: NaN, not 0",
     ("logsumexp_masked_overflow_float16", "cython"): "C logsumexp rare path: 0 * inf = NaN",
     ("logsumexp_masked_overflow_float32", "cython"): "C logsumexp rare path: 0 * inf = NaN",
 }
