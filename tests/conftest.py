@@ -16,6 +16,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=200,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
+# ./dev fuzz (tests/test_fuzz.py): random (not derandomized) runs of a fixed size, repeated with
+# new seeds until the time budget is spent
+settings.register_profile(
+    "fuzz", deadline=None, derandomize=False, print_blob=True,
+    max_examples=int(os.environ.get("FASTSOFTMAX_FUZZ_EXAMPLES", "1000")),
+    suppress_health_check=list(HealthCheck),
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

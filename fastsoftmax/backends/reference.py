@@ -34,7 +34,19 @@ def softmax(x, out, log, method="auto", nthreads=1):
         if log:
             m = np.where(np.isfinite(m), m, 0)
             t = xw - m
-            r = t - np.log(np.sum(np.exp(t), axis=1, keepdims=True))
+            e = np.exp(t)
+            s = np.sum(e, axis=1, keepdims=True)
+            ls = np.log(s)
+            if xw.dtype.kind == "f":
+                # a dominant maximum (1 <= s < 2: one term is exp(0) = 1, the rest below 1):
+                # log(s) = log1p(rest), the rest summed without the max term, keeps the digits
+                # that rounding s to 1 + d loses -- eps / (2 d) relative, so a bound of
+                # 1 + 2^-10 would leave up to 512 ulp in the dominant entry (scipy issue 19521)
+                near = (s >= 1) & (s < 2)
+                if near.any():
+                    rest = np.sum(np.where(t == 0, 0, e), axis=1, keepdims=True)
+                    ls = np.where(near, np.log1p(rest), ls)
+            r = t - ls
         else:
             e = np.exp(xw - m)
             r = e / np.sum(e, axis=1, keepdims=True)

@@ -64,4 +64,6 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backen
     if not return_sign:
         return res[()] if res.ndim == 0 else res
     sgn = lay.from2(s2, keepdims)
+    if res.dtype.kind == "c":  # log|sum| is real, as scipy's (complex64 -> float32)
+        res = res.real.copy()
     return (res[()], sgn[()]) if res.ndim == 0 else (res, sgn)

@@ -1,0 +1,128 @@
+"""No leaks: the process's resident memory stays flat across many calls of every op of the
+registry on every backend, calls that are rejected (bad axes, bad targets, bad ``out=``, bad
+options) included.  This is the short version; benches/soak.py runs 10^5 calls per op and
+backend and prints the RSS curve.
+
+``calls_for(op, backend)`` is the one list of calls (benches/soak.py runs the same): each option
+set of the op's grid (``op.grid.options``) on small inputs from ``op.inputs``, a call with a
+preallocated output where the op takes one, a 2-thread call big enough for the thread pools, and
+the rejected calls, each with the exception it must raise.
+"""
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _registry
+
+CALLS = int(os.environ.get("FASTSOFTMAX_LEAK_CALLS", "240"))   # rounds over calls_for
+GROWTH_MIB = 4.0    # one 128 KiB array kept per call would be ~30 MiB
+
+
+def rss_bytes() -> int:
+    """Resident set size, from /proc (Linux) or psutil."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+        return psutil.Process().memory_info().rss
+
+
+def calls_for(op, backend):
+    """[(callable, expected exception or None)] for one op on one backend."""
+    func = getattr(fs, op.name)
+    rng = np.random.default_rng(0)
+    shape = (32, 513)   # 128 KiB of float64: one array kept per call shows within a few calls
+    args = op.inputs(shape, -1, np.dtype(np.float64), rng, "normal")
+    special = op.inputs(shape, -1, np.dtype(np.float32), rng, "special")
+    calls = []
+    for opts in op.grid.options:
+        calls.append((lambda o=opts: func(**args, axis=-1, backend=backend, **o), None))
+        calls.append((lambda o=opts: func(**special, axis=-1, backend=backend, **o), None))
+    if op.tune_out is not None:
+        first = next(iter(args.values()))
+        out = np.empty_like(first)
+        calls.append((lambda: func(**args, axis=-1, backend=backend, **{op.tune_out: out}), None))
+        bad_out = np.empty(first.shape, np.complex64)
+        calls.append((lambda: func(**args, axis=-1, backend=backend,
+                                   **{op.tune_out: bad_out}), TypeError))
+    big = op.inputs((64, 8193), -1, np.dtype(np.float32), rng, "normal")  # 2 threads' worth
+
+    def threaded():
+        fs.set_num_threads(2)
+        try:
+            return func(**big, axis=-1, backend=backend)
+        finally:
+            fs.set_num_threads(1)
+    calls.append((threaded, None))
+    # rejected calls
+    calls.append((lambda: func(**args, axis=5, backend=backend), np.exceptions.AxisError))
+    calls.append((lambda: func(**args, axis=(1, 1), backend=backend),
+                  TypeError if op.kernel == "cross_entropy" else ValueError))  # one class axis
+    calls.append((lambda: func(**args, axis=-1, backend=backend, bogus=1), TypeError))
+    if op.kernel == "cross_entropy":
+        bad_t = np.full(shape[0], shape[1] + 5)
+        calls.append((lambda: func(args["logits"], bad_t, backend=backend), ValueError))
+        calls.append((lambda: func(args["logits"], bad_t.astype(bool), backend=backend),
+                      TypeError))
+        calls.append((lambda: func(args["logits"], args["target"], weight=np.ones(3),
+                                   backend=backend), ValueError))
+    elif op.kernel == "softmax":
+        calls.append((lambda: func(**args, method="bogus", backend=backend), ValueError))
+        calls.append((lambda: func(np.array(["a"]), backend=backend), TypeError))
+    elif op.kernel == "logsumexp":
+        calls.append((lambda: func(**args, b=np.ones(7), backend=backend), ValueError))
+    return calls
+
+
+def run_calls(calls, rounds):
+    with np.errstate(all="ignore"):
+        for _ in range(rounds):
+            for fn, exc in calls:
+                if exc is None:
+                    fn()
+                else:
+                    try:
+                        fn()
+                    except exc:
+                        pass
+                    else:
+                        raise AssertionError(f"{fn} did not raise {exc.__name__}")
+
+
+@pytest.mark.parametrize("opname", list(_registry.OPS))
+def test_rss_flat_across_calls(backend, opname):
+    op = _registry.OPS[opname]
+    calls = calls_for(op, backend)
+    run_calls(calls, max(CALLS // 10, 50))        # warm-up: caches, pools, allocator arenas
+    gc.collect()
+    start = rss_bytes()
+    curve = []
+    for _ in range(6):
+        run_calls(calls, CALLS // 6)
+        gc.collect()
+        curve.append(rss_bytes())
+    # the lowest RSS of the second half against the highest of the first: a leak lifts the
+    # whole second half; the allocator's ups and downs do not (the Numba path's 2-thread call
+    # swings RSS by +-4 MiB depending on which buffers are live when it is read, and a thread's
+    # malloc arena can add a one-off 4 MiB step)
+    growth = (min(curve[3:]) - max(curve[:3])) / 2**20
+    total = (min(curve[3:]) - start) / 2**20
+    n = CALLS * len(calls)
+    assert growth < GROWTH_MIB and total < 4 * GROWTH_MIB, (
+        f"{opname} on {backend}: RSS grew {growth:.2f} MiB over {n} calls "
+        f"(start {start / 2**20:.1f} MiB, then {[round(c / 2**20, 1) for c in curve]})")
+
+
+def test_the_check_sees_a_leak():
+    """The measure itself: holding 64 KiB per call over as many calls shows."""
+    held = []
+    calls = [(lambda: held.append(np.ones(8192)), None)]
+    start = rss_bytes()
+    run_calls(calls, CALLS * 4)
+    assert (rss_bytes() - start) / 2**20 > GROWTH_MIB / 2
