@@ -57,10 +57,10 @@ def render(section, default, full, plot_rel):
         "with other jobs (each run held a lock against other benchmarks, not against builds "
         "and tests).",
         "",
-        f"Default run (`fastsoftmax bench`, {default['elapsed_s']:.0f} s: throughput "
+        f"Default run (`fastsoftmax bench`, {default['elapsed_s']:.0f} s: "
         + ", ".join(f"{k} {s:.0f} s" for k, s in default.get("suite_s", {}).items()) + "):",
         "",
-        report_all(default, markdown=True),
+        report_all(default, markdown=True).replace("### ", "#### "),
     ]
     if plot_rel:
         lines += ["", f"![speedup per case, default suite]({plot_rel})"]

@@ -415,6 +415,7 @@ def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0
             "method": c.method, "variant": c.variant or None,
             "median_s": med, "min_s": float(min(t.samples)),
             "samples": len(t.samples), "loops": t.loops, "first_call_s": t.first_call_s,
+            "cores_used": round(t.cores, 3),
             "gelem_per_s": n_el / med / 1e9, "gb_per_s": traffic / med / 1e9,
             "speedup": {p: speed[(c.name, p)] for p in peer_names if p != c.name},
         }

@@ -352,7 +352,8 @@ def report_all(doc: dict, markdown: bool = False) -> str:
     """Every suite of a bench document: the throughput cases (the table, then per backend
     against each peer), the small calls, the first calls."""
     from .report import (first_call_summary, format_backend_cases, format_backend_summary,
-                         format_first_calls, format_markdown, format_small, format_table)
+                         format_cores, format_first_calls, format_markdown, format_small,
+                         format_table)
 
     parts = []
     if doc["cases"]:
@@ -362,6 +363,9 @@ def report_all(doc: dict, markdown: bool = False) -> str:
                      + format_backend_summary(doc["cases"]))
         if markdown:
             parts.append(format_backend_cases(doc["cases"]))
+        parts.append(("### " if markdown else "") + "Cores kept busy (process CPU time / wall "
+                     "time while each contender ran; the thread budget is an upper bound)\n\n"
+                     + format_cores(doc["cases"]))
     if doc.get("small_calls"):
         parts.append(("### " if markdown else "") + "Small calls: microseconds per call, one "
                      "thread (median of round-robin samples; auto vs X: paired ratios)\n\n"

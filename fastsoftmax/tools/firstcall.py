@@ -6,7 +6,8 @@ Each measurement is one fresh Python process (``python -c CHILD``) that is pinne
 budget (``bench.pin``) and calls ``set_num_threads`` before the call, with ``NUMBA_CACHE_DIR``
 set to a new empty directory per (op, dtype, budget): the first process there finds the cache
 cold (and fills it), the second, in the same directory, finds it warm.  numpy is imported before
-the clock starts (``import fastsoftmax`` is timed alone); the input is built before the call.
+the clock starts (``import fastsoftmax`` is timed alone, first); the input is built before the
+call.
 scipy.special's first call (its import included) in a fresh process is the reference.
 """
 from __future__ import annotations
@@ -27,11 +28,16 @@ if spec["threads"] and hasattr(os, "sched_setaffinity"):
     allowed = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, allowed[:spec["threads"]])
 import numpy as np
+res = {}
+t0 = time.perf_counter()
+import fastsoftmax
+res["import_s"] = time.perf_counter() - t0
+res["numba_after_import"] = "numba" in sys.modules
 from fastsoftmax import _registry
 op, bench = _registry.BENCHES[spec["bench"]]
 inp = bench.inputs(tuple(spec["shape"]), np.dtype(spec["dtype"]), np.random.default_rng(0))
-res = {}
 if spec["who"] == "scipy":
+    res.pop("import_s")
     t0 = time.perf_counter()
     from scipy import special
     fn = bench.peers["scipy"](special, inp)
@@ -39,9 +45,6 @@ if spec["who"] == "scipy":
     res["first_call_s"] = time.perf_counter() - t0
     t0 = time.perf_counter(); fn(); res["second_call_s"] = time.perf_counter() - t0
 else:
-    t0 = time.perf_counter()
-    import fastsoftmax
-    res["import_s"] = time.perf_counter() - t0
     fastsoftmax.set_num_threads(spec["threads"])
     f = getattr(fastsoftmax, op.name)
     kw = dict(bench.options or {}, axis=-1)

@@ -159,6 +159,29 @@ def format_backend_cases(cases) -> str:
     return "\n".join(lines)
 
 
+def format_cores(cases) -> str:
+    """Per contender and thread budget: the cores it kept busy (process CPU time / wall time
+    while it ran), median and max over the cases: the check that every contender stayed within
+    the budget it was given."""
+    acc: dict = {}
+    for c in cases:
+        for r in c["results"]:
+            if r.get("variant") or "cores_used" not in r:
+                continue
+            acc.setdefault((r["contender"], c["threads"]), []).append(r["cores_used"])
+    threads = sorted({t for _, t in acc})
+    names = list(dict.fromkeys(n for n, _ in acc))
+    head = ["contender"] + [f"{t} thread{'s' if t > 1 else ''}: median, max" for t in threads]
+    rows = []
+    for n in names:
+        cells = [n]
+        for t in threads:
+            v = sorted(acc.get((n, t), []))
+            cells.append(f"{v[len(v) // 2]:.2f}, {v[-1]:.2f}" if v else "-")
+        rows.append(cells)
+    return _grid(head, rows, True)
+
+
 # ------------------------------------------------------------------------- small calls
 def _us(r) -> str:
     return f"{r['median_s'] * 1e6:.2f}" if r else "-"
@@ -209,7 +232,7 @@ def format_first_calls(rows, md: bool = False) -> str:
     for r in rows:
         if r["who"] == "fastsoftmax":
             groups.setdefault((r["bench"], r["dtype"], r["threads"]), {})[r["cache"]] = r
-    head = ["op", "dtype", "shape", "thr", "import ms (cold)", "first call ms, cold cache",
+    head = ["op", "dtype", "shape", "thr", "import ms", "first call ms, cold cache",
             "first call ms, warm cache", "second call ms", "auto runs", "scipy first call ms"]
     out = []
     for (b, d, t), g in groups.items():
