@@ -129,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="measure throughput and speedups against NumPy, SciPy and peers",
         description="Measure fastsoftmax against NumPy/SciPy and the installed peers "
-                    "(PyTorch CPU, JAX), round-robin in one process; print a table of medians, "
-                    "throughput and speedups.  Default: a float32, one-thread subset (< 1 min).")
+                    "(PyTorch CPU, JAX, onnxruntime), round-robin in one process; print a table of "
+                    "medians, throughput and speedups.  Default: a float32, one-thread subset, "
+                    "the small-call suite and the first-call suite (fresh processes).")
     b.add_argument("--full", action="store_true",
                    help="every op x shape, float32 and float64, 1 and 2 threads")
     b.add_argument("--op", action="append", type=_csv("op"), metavar="OP[,OP]",
@@ -293,7 +294,7 @@ def cmd_info(args) -> int:
           f"SIMD: {' '.join(m['simd_flags']) or 'none detected'}")
     libs = [f"python {v['python']}", f"numpy {v['numpy']}"]
     missing = []
-    for lib in ("scipy", "numba", "llvmlite", "torch", "jax", "matplotlib"):
+    for lib in ("scipy", "numba", "llvmlite", "torch", "jax", "onnxruntime", "matplotlib"):
         (libs if v[lib] else missing).append(f"{lib} {v[lib]}" if v[lib] else lib)
     print(f"versions: {', '.join(libs)}" + (f" (not installed: {', '.join(missing)})"
                                             if missing else ""))
