@@ -133,7 +133,8 @@ class OnnxRunner:
         first = next(iter(feed.values()))
         ins = [h.make_tensor_value_info(n, elem[a.dtype], list(a.shape)) for n, a in feed.items()]
         out = h.make_tensor_value_info("y", elem[first.dtype], list(out_shape))
-        graph = h.make_graph([h.make_node(op_type, list(feed), ["y"], **attrs)], op_type, ins, [out])
+        node = h.make_node(op_type, list(feed), ["y"], **attrs)
+        graph = h.make_graph([node], op_type, ins, [out])
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", self.OPSET)])
         model.ir_version = 8  # what every onnxruntime since 1.10 reads
         onnx.checker.check_model(model)

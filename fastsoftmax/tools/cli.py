@@ -472,8 +472,9 @@ def cmd_bench(args) -> int:
         for c in small:
             prog.step("small " + c.id)
             with _watchdog(CASE_TIMEOUT_S, c.id):
+                small_backends = (["auto"] if "auto" not in backends else []) + backends
                 doc["small_calls"].append(_bench.run_case(
-                    c, (["auto"] if "auto" not in backends else []) + backends, peers=[p for p in peers if p != "copyto"],
+                    c, small_backends, peers=[p for p in peers if p != "copyto"],
                     budget_s=SMALL_BUDGET_S, seed=args.seed))
         t_first = time.time()
         if firsts:

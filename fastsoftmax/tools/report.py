@@ -257,7 +257,8 @@ def first_call_summary(rows) -> str:
         sel = [r for r in fs if r["cache"] == cache]
         if sel:
             w = max(sel, key=lambda r: r["first_call_s"])
-            parts.append(f"slowest first call, {cache} Numba cache: {w['first_call_s'] * 1e3:.0f} ms "
+            parts.append(f"slowest first call, {cache} Numba cache: "
+                         f"{w['first_call_s'] * 1e3:.0f} ms "
                          f"({w['bench']} {w['dtype']} t{w['threads']})")
     imp = [r["import_s"] for r in fs if "import_s" in r]
     if imp:
