@@ -20,7 +20,8 @@ imports it (``numpy``, ``scipy.special``, ``torch``, ``jax`` with float64 enable
 numpy; ``onnxruntime`` gets the engine's one-node model runner, ``lib.one_node(op_type, feed,
 out_shape, **attributes) -> run(feed)``, its session on the case's thread budget) and ``fn()``
 runs the op once.  A peer without the op (onnxruntime has no gradient) is left out of the row.
-This module imports nothing from the package, so every layer may read it.  How to add an op: docs/DESIGN.md.
+This module imports nothing from the package, so every layer may read it.  How to add an op:
+docs/DESIGN.md.
 """
 from __future__ import annotations
 
