@@ -15,8 +15,8 @@ hold a shared machine's lock for a few minutes at most):
 3. the same with two threads (``DIR/full_t2.json``);
 
 then writes their tables between ``<!-- bench:<section>:begin -->`` and
-``<!-- bench:<section>:end -->`` in docs/benchmarks.md (the section is appended under "Results
-measured here" the first time).  DIR defaults to build/bench-docs.  ``--isa avx2`` runs the C
+``<!-- bench:<section>:end -->`` in docs/benchmarks.md (the first time, a section "Results:
+<section>" is added above "Earlier results").  DIR defaults to build/bench-docs.  ``--isa avx2`` runs the C
 extension on its avx2 path (FASTSOFTMAX_ISA) on an AVX-512 machine.
 """
 import argparse
@@ -60,13 +60,13 @@ def render(section, default, full, plot_rel):
         f"Default run (`fastsoftmax bench`, {default['elapsed_s']:.0f} s: "
         + ", ".join(f"{k} {s:.0f} s" for k, s in default.get("suite_s", {}).items()) + "):",
         "",
-        report_all(default, markdown=True).replace("### ", "#### "),
+        report_all(default, markdown=True),
     ]
     if plot_rel:
         lines += ["", f"![speedup per case, default suite]({plot_rel})"]
     if full["cases"]:
         lines += [
-            "", f"#### Full peer suite ({len(full['cases'])} cases, "
+            "", f"### Full peer suite ({len(full['cases'])} cases, "
             f"{full['elapsed_s']:.0f} s of measuring, one and two threads)", "",
             "Per backend against each peer (auto = the dispatcher's choice; geomean and min "
             "over the cases of a thread count; min names its case):", "",
@@ -86,8 +86,8 @@ def write_section(doc_path, section, text):
         doc = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, doc,
                      flags=re.S)
     else:
-        anchor = "### Reading these numbers"
-        title = f"### Results: {section}\n\n"
+        anchor = "## Earlier results"
+        title = f"## Results: {section}\n\n"
         doc = (doc.replace(anchor, title + block + "\n\n" + anchor, 1) if anchor in doc
                else doc.rstrip("\n") + "\n\n" + title + block + "\n")
     with open(doc_path, "w", encoding="utf-8") as fh:
