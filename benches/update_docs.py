@@ -4,15 +4,13 @@
     python benches/update_docs.py --section after --lock /tmp/bench.lock   # each run under flock
     python benches/update_docs.py --section after --from-json DIR          # re-render saved runs
 
-It runs three ``fastsoftmax bench`` commands in fresh processes (each run is short enough to
-hold a shared machine's lock for a few minutes at most):
+It runs two ``fastsoftmax bench`` commands in fresh processes:
 
 1. the default run: the default throughput suite, the small-call suite and the first-call suite
    (``--json DIR/default.json --plot docs/img/speedup_<section>.png``);
-2. the full peer suite with one thread: softmax, log_softmax, logsumexp, cross_entropy and
-   cross_entropy_grad on every shape, float32 and float64, auto / C / Numba against every peer
-   installed (``DIR/full_t1.json``);
-3. the same with two threads (``DIR/full_t2.json``);
+2. the full peer suite, one and two threads in one process: softmax, log_softmax, logsumexp,
+   cross_entropy and cross_entropy_grad on every shape, float32 and float64, auto / C / Numba
+   against every peer installed (``DIR/full.json``);
 
 then writes their tables between ``<!-- bench:<section>:begin -->`` and
 ``<!-- bench:<section>:end -->`` in docs/benchmarks.md (the first time, a section "Results:
@@ -101,6 +99,7 @@ def main(argv=None):
     p.add_argument("--dir", default=os.path.join(ROOT, "build", "bench-docs"))
     p.add_argument("--lock", help="run each bench command under `flock LOCK`")
     p.add_argument("--from-json", action="store_true", help="render DIR's saved runs only")
+    p.add_argument("--default-only", action="store_true", help="skip the full peer suite")
     p.add_argument("--isa", help="FASTSOFTMAX_ISA for the runs (e.g. avx2)")
     p.add_argument("--budget", default="0.3", help="seconds per full-suite case")
     a = p.parse_args(argv)
@@ -115,17 +114,13 @@ def main(argv=None):
     if not a.from_json:
         _run(py + ["--json", os.path.join(a.dir, "default.json"), "--plot", plot_path],
              a.lock, env)
-        for t in (1, 2):
-            _run(py + ["--full", "--suite", "throughput", "--op", PEER_SUITE, "--threads", str(t),
+        if not a.default_only:
+            _run(py + ["--full", "--suite", "throughput", "--op", PEER_SUITE, "--threads", "1,2",
                        "--dtype", "float32,float64", "--budget", a.budget,
-                       "--json", os.path.join(a.dir, f"full_t{t}.json")], a.lock, env)
+                       "--json", os.path.join(a.dir, "full.json")], a.lock, env)
     default = json.load(open(os.path.join(a.dir, "default.json")))
-    parts = [json.load(open(os.path.join(a.dir, f"full_t{t}.json"))) for t in (1, 2)
-             if os.path.exists(os.path.join(a.dir, f"full_t{t}.json"))]
-    full = {"cases": [c for d in parts for c in d["cases"]],
-            "elapsed_s": sum(d["elapsed_s"] for d in parts)}
-    # cases in suite order, the two thread counts of a case next to each other
-    full["cases"].sort(key=lambda c: (c["op"], c["shape_name"], c["dtype"], c["threads"]))
+    path = os.path.join(a.dir, "full.json")
+    full = json.load(open(path)) if os.path.exists(path) else {"cases": [], "elapsed_s": 0}
     rel = f"img/{img}" if os.path.exists(plot_path) else None
     write_section(a.doc, a.section, render(a.section, default, full, rel))
     print(f"wrote the {a.section!r} section of {a.doc}")
