@@ -39,10 +39,20 @@ def _run(cmd, lock, env):
     print(f"  {time.time() - t0:.0f} s", flush=True)
 
 
+def _cores(doc):
+    """The document's cores_used ({case id: {contender: cores}}); runs saved before it moved
+    there kept it in each result."""
+    if doc.get("cores_used"):
+        return doc["cores_used"]
+    return {c["id"]: {r["contender"]: r["cores_used"] for r in c["results"] if "cores_used" in r}
+            for c in doc["cases"]}
+
+
 def render(section, default, full, plot_rel):
     from fastsoftmax.tools import report
     from fastsoftmax.tools.cli import report_all
 
+    default = {**default, "cores_used": _cores(default)}
     env = default["environment"]
     m, v = env["machine"], env["versions"]
     simd = env["simd"]
@@ -70,7 +80,10 @@ def render(section, default, full, plot_rel):
             "over the cases of a thread count; min names its case):", "",
             report.format_backend_summary(full["cases"]), "",
             "Per case (each backend's paired speedup; `auto runs`: what auto chose):", "",
-            report.format_backend_cases(full["cases"]),
+            report.format_backend_cases(full["cases"]), "",
+            "Cores kept busy (process CPU time / wall time while each contender ran: the "
+            "thread budget is an upper bound; below it, the share of the machine it got):", "",
+            report.format_cores(full["cases"], _cores(full)),
         ]
     return "\n".join(lines)
 

@@ -105,11 +105,13 @@ def test_small_suite_from_registry():
     assert all(c.threads == 1 for c in cases)
     by = {(c.op, c.shape.name): c.shape.dims for c in cases}
     assert by[("softmax", "10")] == (10,) and by[("cross_entropy", "32x10")] == (32, 10)
-    doc = _bench.run_case(cases[0], ["numpy"], peers=["numpy"], budget_s=0.001)
+    cores = {}
+    doc = _bench.run_case(cases[0], ["numpy"], peers=["numpy"], budget_s=0.001, cores=cores)
     assert doc["shape"] == [10]  # 1-D stays 1-D
     (ours,) = [r for r in doc["results"] if r["kind"] == "ours"]
     assert ours["check"]["ok"]
-    assert ours["cores_used"] >= 0
+    assert set(cores[doc["id"]]) == {"fastsoftmax[numpy]", "numpy"}
+    assert all(v >= 0 for v in cores[doc["id"]].values())
 
 
 def test_first_call_plan_and_one_fresh_process():

@@ -369,8 +369,10 @@ def _set_threads(n: int):
 
 
 def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0.5,
-             seed=0) -> dict:
-    """Measure one case; the result is one entry of the JSON ``cases`` list."""
+             seed=0, cores: dict | None = None) -> dict:
+    """Measure one case; the result is one entry of the JSON ``cases`` list.  ``cores``, if
+    given, receives ``{case id: {contender: cores kept busy}}`` (``Timing.cores``: process CPU
+    time over wall time while the contender ran, the check of the thread budget)."""
     _, bench = _registry.BENCHES[case.op]
     dtype = np.dtype(case.dtype)
     shape = tuple(case.shape.dims)  # 1-D shapes stay 1-D (the small-call suite)
@@ -406,6 +408,8 @@ def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0
     n_el = math.prod(shape)
     traffic = bench.traffic(shape, dtype.itemsize)
     present = [c for c in cons if c.name in tim]
+    if cores is not None:
+        cores[case.id] = {c.name: round(tim[c.name].cores, 3) for c in present}
     peer_names = [c.name for c in present if c.kind == "peer"]
     results = []
     for c in present:
@@ -416,7 +420,6 @@ def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0
             "method": c.method, "variant": c.variant or None,
             "median_s": med, "min_s": float(min(t.samples)),
             "samples": len(t.samples), "loops": t.loops, "first_call_s": t.first_call_s,
-            "cores_used": round(t.cores, 3),
             "gelem_per_s": n_el / med / 1e9, "gb_per_s": traffic / med / 1e9,
             "speedup": {p: speed[(c.name, p)] for p in peer_names if p != c.name},
         }

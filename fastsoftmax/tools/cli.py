@@ -364,9 +364,10 @@ def report_all(doc: dict, markdown: bool = False) -> str:
                      + format_backend_summary(doc["cases"]))
         if markdown:
             parts.append(format_backend_cases(doc["cases"]))
-        parts.append(("### " if markdown else "") + "Cores kept busy (process CPU time / wall "
-                     "time while each contender ran; the thread budget is an upper bound)\n\n"
-                     + format_cores(doc["cases"]))
+        if doc.get("cores_used"):
+            parts.append(("### " if markdown else "") + "Cores kept busy (process CPU time / "
+                         "wall time while each contender ran; the thread budget is an upper "
+                         "bound)\n\n" + format_cores(doc["cases"], doc["cores_used"]))
     if doc.get("small_calls"):
         parts.append(("### " if markdown else "") + "Small calls: microseconds per call, one "
                      "thread (median of round-robin samples; auto vs X: paired ratios)\n\n"
@@ -460,6 +461,7 @@ def cmd_bench(args) -> int:
         "cases": [],
         "small_calls": [],
         "first_calls": [],
+        "cores_used": {},
     }
     prog = Progress(len(cases) + len(small) + len(firsts), enabled=not args.no_progress)
     try:
@@ -467,7 +469,8 @@ def cmd_bench(args) -> int:
             prog.step(c.id)
             with _watchdog(CASE_TIMEOUT_S, c.id):
                 doc["cases"].append(_bench.run_case(c, backends, methods=methods, peers=peers,
-                                                    budget_s=budget, seed=args.seed))
+                                                    budget_s=budget, seed=args.seed,
+                                                    cores=doc["cores_used"]))
         t_small = time.time()
         for c in small:
             prog.step("small " + c.id)

@@ -159,16 +159,15 @@ def format_backend_cases(cases) -> str:
     return "\n".join(lines)
 
 
-def format_cores(cases) -> str:
+def format_cores(cases, cores: dict) -> str:
     """Per contender and thread budget: the cores it kept busy (process CPU time / wall time
     while it ran), median and max over the cases: the check that every contender stayed within
     the budget it was given."""
     acc: dict = {}
     for c in cases:
-        for r in c["results"]:
-            if r.get("variant") or "cores_used" not in r:
-                continue
-            acc.setdefault((r["contender"], c["threads"]), []).append(r["cores_used"])
+        for name, v in cores.get(c["id"], {}).items():
+            if " " not in name:  # not an in-place variant
+                acc.setdefault((name, c["threads"]), []).append(v)
     threads = sorted({t for _, t in acc})
     names = list(dict.fromkeys(n for n, _ in acc))
     head = ["contender"] + [f"{t} thread{'s' if t > 1 else ''}: median, max" for t in threads]
