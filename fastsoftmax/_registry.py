@@ -17,8 +17,11 @@
 
 A peer is ``make(lib, inputs) -> fn``, where ``lib`` is the peer's library as the bench engine
 imports it (``numpy``, ``scipy.special``, ``torch``, ``jax`` with float64 enabled; ``copyto`` gets
-numpy) and ``fn()`` runs the op once.  This module imports nothing from the package, so every
-layer may read it.  How to add an op: docs/DESIGN.md.
+numpy; ``onnxruntime`` gets the engine's one-node model runner, ``lib.one_node(op_type, feed,
+out_shape, **attributes) -> run(feed)``, its session on the case's thread budget) and ``fn()``
+runs the op once.  A peer without the op (onnxruntime has no gradient) is left out of the row.
+This module imports nothing from the package, so every layer may read it.  How to add an op:
+docs/DESIGN.md.
 """
 from __future__ import annotations
 
@@ -268,6 +271,16 @@ def _jx_ce_loss(jax):
     return loss
 
 
+# onnxruntime: one node of the default ONNX domain (opset 13: Softmax / LogSoftmax take one axis,
+# ReduceLogSumExp its axes as an attribute, SoftmaxCrossEntropyLoss the mean of class-index rows)
+def _ox(op_type, names, out_shape, **attrs):
+    def make(ort, inp):
+        feed = {n: inp[n] for n in names}
+        run = ort.one_node(op_type, feed, out_shape(inp[names[0]].shape), **attrs)
+        return lambda: run(feed)
+    return make
+
+
 def _th(fn_of_torch, arg):
     def make(torch, inp):
         f, t = fn_of_torch(torch), torch.from_numpy(inp[arg])
@@ -286,13 +299,26 @@ def _th_ce(torch, inp):
     return lambda: F.cross_entropy(xt, tt)
 
 
-def _peers_map(np_fn, sp_name, th_fn, jx_name, arg="x"):
+def _peers_map(np_fn, sp_name, th_fn, jx_name, ox, arg="x"):
     return {
         "numpy": np_fn,
         "scipy": lambda special, inp: (lambda: getattr(special, sp_name)(inp[arg], axis=-1)),
         "torch": _th(th_fn, arg),
         "jax": _jx(lambda jax: (lambda x: getattr(jax.nn, jx_name)(x, axis=-1)), arg),
+        "onnxruntime": ox,
     }
+
+
+def _same_shape(shape):
+    return shape
+
+
+def _reduced_shape(shape):
+    return shape[:-1]
+
+
+def _scalar_shape(shape):
+    return ()
 
 
 _SHAPE_AXES = (
@@ -311,7 +337,9 @@ def _softmax_op(name, log):
     benches = [Bench(name, title, _bench_inputs(_x), _traffic_map,
                      _peers_map(_np_log_softmax if log else _np_softmax, name,
                                 (lambda t: t.nn.functional.log_softmax) if log
-                                else (lambda t: t.softmax), name))]
+                                else (lambda t: t.softmax), name,
+                                _ox("LogSoftmax" if log else "Softmax", ("x",), _same_shape,
+                                    axis=-1)))]
     if not log:
         benches.append(Bench(
             "softmax_out", "softmax into a preallocated out= buffer (peers that take one)",
@@ -620,6 +648,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        Grid(_SHAPE_AXES, options=({}, {"keepdims": True}, {"return_sign": True})),
        (Bench("logsumexp", "logsumexp along the last axis", _bench_inputs(_a), _traffic_reduce,
               _peers_map(_np_logsumexp, "logsumexp", lambda t: t.logsumexp, "logsumexp",
+                         _ox("ReduceLogSumExp", ("a",), _reduced_shape, axes=[-1], keepdims=0),
                          arg="a")),)),
     Op("cross_entropy", "cross_entropy", "cross_entropy", ("auto",), "rows_last", _logits_target,
        Grid(_CE_AXES, layouts=("C", "F", "strided", "negstride", "readonly"),
@@ -631,7 +660,9 @@ OPS: dict[str, Op] = {op.name: op for op in (
               _bench_inputs(_logits_target), _traffic_ce,
               {"numpy": _np_ce, "scipy": _sp_ce,
                "torch": _th_ce,
-               "jax": _jx(_jx_ce_loss, "logits", "target")}),
+               "jax": _jx(_jx_ce_loss, "logits", "target"),
+               "onnxruntime": _ox("SoftmaxCrossEntropyLoss", ("logits", "target"), _scalar_shape,
+                                  reduction="mean")}),
         Bench("cross_entropy_grad",
               "cross-entropy forward + backward (loss and d loss / d logits)",
               _bench_inputs(_logits_target), _traffic_ce_grad,
@@ -665,3 +696,17 @@ DEFAULT_SUITE = (
     ("sampled_softmax_loss", ("256x32000",)),
     ("linear_cross_entropy_grad", ("256x32000",)),
 )
+
+# the small-call suite (in the default run): per-call time of tiny contiguous calls, float32 and
+# float64, one thread; a shape named by one number is a 1-D array of that many elements
+SMALL_SUITE = (
+    ("softmax", ("10", "100", "1000")),
+    ("log_softmax", ("10", "100", "1000")),
+    ("logsumexp", ("10", "100", "1000")),
+    ("cross_entropy", ("32x10",)),
+)
+
+# the first-call suite (in the default run): these bench rows' first call, float32 and float64,
+# each in a fresh process, with an empty and a warm Numba cache, on these thread budgets
+FIRST_CALL_SUITE = (("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_grad"),
+                    "4096x1000", (1, 2))

@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import math
+import os
 import platform
 import sys
 import time
@@ -79,19 +80,20 @@ def parse_shape(text: str) -> Shape:
 
 
 # ---------------------------------------------------------------------------- peer libraries
-PEER_LIBS = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "jax": "jax",
-             "copyto": "numpy"}
+# peer -> the modules it needs (all must import, else the peer's column is left out)
+PEER_LIBS = {"numpy": ("numpy",), "scipy": ("scipy",), "torch": ("torch",), "jax": ("jax",),
+             "onnxruntime": ("onnxruntime", "onnx"), "copyto": ("numpy",)}
 
 
 def peer_available(peer: str) -> str | None:
-    """None if ``peer``'s library imports here, else the reason."""
-    mod = PEER_LIBS[peer]
-    if importlib.util.find_spec(mod) is None:
-        return f"{mod} is not installed"
-    try:
-        importlib.import_module(mod)
-    except Exception as exc:  # a broken install must not stop the run
-        return f"{mod} failed to import: {exc}"
+    """None if ``peer``'s libraries import here, else the reason."""
+    for mod in PEER_LIBS[peer]:
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed"
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:  # a broken install must not stop the run
+            return f"{mod} failed to import: {exc}"
     return None
 
 
@@ -108,7 +110,45 @@ def _jax():
     return jax
 
 
-PEERS = ("numpy", "scipy", "torch", "jax", "copyto")
+class OnnxRunner:
+    """What an onnxruntime peer's ``make(lib, inputs)`` receives: ``one_node`` builds a one-node
+    ONNX model (default domain, opset 13) for the feed's dtypes and shapes and returns
+    ``run(feed) -> first output`` of an InferenceSession on ``threads`` intra-op threads (one
+    inter-op thread, sequential execution, no spinning: an idle pool thread that spins would
+    steal the core from the contender timed next)."""
+
+    OPSET = 13
+
+    def __init__(self, threads: int):
+        import onnx
+        import onnxruntime
+
+        self.onnx, self.ort, self.threads = onnx, onnxruntime, threads
+
+    def one_node(self, op_type: str, feed: dict, out_shape, **attrs):
+        onnx, ort, h = self.onnx, self.ort, self.onnx.helper
+        elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT,
+                np.dtype(np.float64): onnx.TensorProto.DOUBLE,
+                np.dtype(np.int64): onnx.TensorProto.INT64}
+        first = next(iter(feed.values()))
+        ins = [h.make_tensor_value_info(n, elem[a.dtype], list(a.shape)) for n, a in feed.items()]
+        out = h.make_tensor_value_info("y", elem[first.dtype], list(out_shape))
+        node = h.make_node(op_type, list(feed), ["y"], **attrs)
+        graph = h.make_graph([node], op_type, ins, [out])
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", self.OPSET)])
+        model.ir_version = 8  # what every onnxruntime since 1.10 reads
+        onnx.checker.check_model(model)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        return lambda f: sess.run(None, f)[0]
+
+
+PEERS = ("numpy", "scipy", "torch", "jax", "onnxruntime", "copyto")
 
 
 def peer_lib(peer: str):
@@ -121,6 +161,8 @@ def peer_lib(peer: str):
         return special
     if peer == "torch":
         return _torch()
+    if peer == "onnxruntime":
+        return OnnxRunner(_dispatch.get_num_threads())
     return _jax()
 
 
@@ -173,6 +215,13 @@ def select_cases(*, full=False, quick=False, ops=None, dtypes=None, shapes=None,
             for t in threads:
                 cases.append(Case(o, s, d, int(t)))
     return cases
+
+
+def select_small_cases(dtypes=("float32", "float64")) -> list[Case]:
+    """The small-call suite (``_registry.SMALL_SUITE``): each (bench row, tiny shape) x dtype,
+    one thread."""
+    return [Case(o, parse_shape(s), d, 1) for o, names in _registry.SMALL_SUITE
+            for s in names for d in dtypes]
 
 
 @dataclass(frozen=True)
@@ -274,11 +323,43 @@ def _resolved(case: Case, shape, dtype) -> str | None:
         restore()
 
 
+def _tids() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return []
+
+
+def pin(n: int):
+    """Pin every thread of this process to ``n`` of the CPUs it may run on (Linux); threads
+    started later inherit the mask of the thread that starts them.  Returns a function undoing
+    it.  This is how each peer gets the thread budget whatever its own pool size: XLA sizes its
+    pool from the CPUs at start and has no run-time setting; pinned, its threads share ``n``
+    cores.  No-op where affinity cannot be set or ``n`` covers every allowed CPU."""
+    if not hasattr(os, "sched_setaffinity"):
+        return lambda: None
+    allowed = sorted(os.sched_getaffinity(0))
+    if n >= len(allowed):
+        return lambda: None
+    mask = set(allowed[:n])
+
+    def apply(cpus):
+        for tid in _tids() or [0]:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:  # a thread that just ended
+                pass
+    apply(mask)
+    return lambda: apply(set(allowed))
+
+
 def _set_threads(n: int):
-    """Give fastsoftmax and torch the same thread budget; returns a function restoring both."""
+    """Give every contender the same thread budget: fastsoftmax's and torch's thread counts, and
+    the process pinned to ``n`` CPUs (``pin``; onnxruntime gets ``n`` in its session, see
+    ``OnnxRunner``); returns a function restoring all of it."""
     old = _dispatch.get_num_threads()
     _dispatch.set_num_threads(n)
-    restore = [lambda: _dispatch.set_num_threads(old)]
+    restore = [lambda: _dispatch.set_num_threads(old), pin(n)]
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         old_t = torch.get_num_threads()
@@ -288,13 +369,13 @@ def _set_threads(n: int):
 
 
 def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0.5,
-             seed=0) -> dict:
-    """Measure one case; the result is one entry of the JSON ``cases`` list."""
+             seed=0, cores: dict | None = None) -> dict:
+    """Measure one case; the result is one entry of the JSON ``cases`` list.  ``cores``, if
+    given, receives ``{case id: {contender: cores kept busy}}`` (``Timing.cores``: process CPU
+    time over wall time while the contender ran, the check of the thread budget)."""
     _, bench = _registry.BENCHES[case.op]
     dtype = np.dtype(case.dtype)
-    shape = case.shape.dims
-    if len(shape) < 2:
-        shape = (1,) + tuple(shape)
+    shape = tuple(case.shape.dims)  # 1-D shapes stay 1-D (the small-call suite)
     cons, skipped = contenders(case.op, backends, methods=methods, peers=peers)
     if any(c.name == "torch" for c in cons):
         _torch()  # imported before the thread budget is set, so torch gets it too
@@ -327,6 +408,8 @@ def run_case(case: Case, backends, *, methods=("auto",), peers=PEERS, budget_s=0
     n_el = math.prod(shape)
     traffic = bench.traffic(shape, dtype.itemsize)
     present = [c for c in cons if c.name in tim]
+    if cores is not None:
+        cores[case.id] = {c.name: round(tim[c.name].cores, 3) for c in present}
     peer_names = [c.name for c in present if c.kind == "peer"]
     results = []
     for c in present:
@@ -397,6 +480,9 @@ def versions() -> dict:
         "llvmlite": _version("llvmlite"),
         "torch": _version("torch"),
         "jax": _version("jax"),
+        "jaxlib": _version("jaxlib"),
+        "onnxruntime": _version("onnxruntime"),
+        "onnx": _version("onnx"),
         "matplotlib": _version("matplotlib"),
     }
 

@@ -129,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="measure throughput and speedups against NumPy, SciPy and peers",
         description="Measure fastsoftmax against NumPy/SciPy and the installed peers "
-                    "(PyTorch CPU, JAX), round-robin in one process; print a table of medians, "
-                    "throughput and speedups.  Default: a float32, one-thread subset (< 1 min).")
+                    "(PyTorch CPU, JAX, onnxruntime), round-robin in one process; print a table of "
+                    "medians, throughput and speedups.  Default: a float32, one-thread subset, "
+                    "the small-call suite and the first-call suite (fresh processes).")
     b.add_argument("--full", action="store_true",
                    help="every op x shape, float32 and float64, 1 and 2 threads")
     b.add_argument("--op", action="append", type=_csv("op"), metavar="OP[,OP]",
@@ -140,19 +141,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="float32 and/or float64")
     b.add_argument("--backend", action="append", type=_csv("backend"), metavar="NAME[,NAME]",
                    help="our backends to measure: numba, cython, numpy, auto "
-                        "(default: every available compiled backend)")
+                        "(default: every available compiled backend; the small-call suite "
+                        "adds auto)")
     b.add_argument("--shape", action="append", type=_csv("shape"), metavar="SHAPE[,SHAPE]",
                    help="named shapes (4096x1000, 256x32000, 32x50257, 1x4000000, 200000x10, "
                         "256MB) or dims like 1000x100")
     b.add_argument("--peer", action="append", type=_csv("peer"), metavar="PEER[,PEER]",
-                   help="peers to compare with: numpy, scipy, torch, jax, copyto, or none "
-                        "(default: all installed)")
+                   help="peers to compare with: numpy, scipy, torch, jax, onnxruntime, "
+                        "copyto, or none (default: all installed)")
     b.add_argument("--method", choices=("auto", "three_pass", "online", "all"), default="auto",
                    help="softmax method of our contenders; 'all' measures each")
     b.add_argument("--threads", type=_threads, metavar="N[,N]",
                    help="thread budgets, e.g. 1,2 (default 1; --full: 1,2)")
     b.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
                    help="measuring time per case (default 0.4, --full 0.8)")
+    b.add_argument("--suite", type=_csv("suite"), metavar="NAME[,NAME]",
+                   help="which suites to run: throughput (the op x shape cases), small (per-call "
+                        "time of tiny arrays), first-call (fresh processes, cold and warm Numba "
+                        "cache); default: all three, or throughput alone when --op, --shape, "
+                        "--dtype or --threads narrow the cases")
     b.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     b.add_argument("--json", metavar="FILE", help="write the results as JSON (schema in "
                                                   "docs/benchmarks.md)")
@@ -287,7 +294,7 @@ def cmd_info(args) -> int:
           f"SIMD: {' '.join(m['simd_flags']) or 'none detected'}")
     libs = [f"python {v['python']}", f"numpy {v['numpy']}"]
     missing = []
-    for lib in ("scipy", "numba", "llvmlite", "torch", "jax", "matplotlib"):
+    for lib in ("scipy", "numba", "llvmlite", "torch", "jax", "onnxruntime", "matplotlib"):
         (libs if v[lib] else missing).append(f"{lib} {v[lib]}" if v[lib] else lib)
     print(f"versions: {', '.join(libs)}" + (f" (not installed: {', '.join(missing)})"
                                             if missing else ""))
@@ -327,12 +334,64 @@ def _cmd_bench_suite(args) -> int:
     return 0
 
 
+SUITES = ("throughput", "small", "first-call")
+SMALL_BUDGET_S = 0.25  # measuring time per small-call case
+
+
+def _suites(args, ops, dtypes, shapes) -> list[str]:
+    if args.suite:
+        bad = [x for x in args.suite if x not in SUITES]
+        if bad:
+            raise UsageError(f"unknown suite {bad[0]!r}: choose from {', '.join(SUITES)}")
+        return list(args.suite)
+    if ops or dtypes or shapes or args.threads or args.quick:
+        return ["throughput"]
+    return list(SUITES)
+
+
+def report_all(doc: dict, markdown: bool = False) -> str:
+    """Every suite of a bench document: the throughput cases (the table, then per backend
+    against each peer), the small calls, the first calls."""
+    from .report import (first_call_summary, format_backend_cases, format_backend_summary,
+                         format_cores, format_first_calls, format_markdown, format_small,
+                         format_table)
+
+    parts = []
+    if doc["cases"]:
+        parts.append(format_markdown(doc) if markdown else format_table(doc))
+        parts.append(("### " if markdown else "") + "Per backend against each peer "
+                     "(median of paired ratios t_peer / t_ours; > 1: ours is faster)\n\n"
+                     + format_backend_summary(doc["cases"]))
+        if markdown:
+            parts.append(format_backend_cases(doc["cases"]))
+        if doc.get("cores_used"):
+            parts.append(("### " if markdown else "") + "Cores kept busy (process CPU time / "
+                         "wall time while each contender ran; the thread budget is an upper "
+                         "bound)\n\n" + format_cores(doc["cases"], doc["cores_used"]))
+    if doc.get("small_calls"):
+        parts.append(("### " if markdown else "") + "Small calls: microseconds per call, one "
+                     "thread (median of round-robin samples; auto vs X: paired ratios)\n\n"
+                     + format_small(doc["small_calls"], md=markdown))
+    if doc.get("first_calls"):
+        parts.append(("### " if markdown else "") + "First call in a fresh process "
+                     "(milliseconds; cold: empty NUMBA_CACHE_DIR, warm: the same directory "
+                     "again)\n\n" + format_first_calls(doc["first_calls"], md=markdown)
+                     + "\n\n" + first_call_summary(doc["first_calls"]))
+    if not doc["cases"]:
+        from .report import versions_line
+
+        env = doc["environment"]
+        parts.append(f"{env['machine']['cpu']}, {env['machine']['cores']} cores; "
+                     + versions_line(env) + f"; {doc.get('elapsed_s', 0):.0f} s")
+    return "\n\n".join(parts)
+
+
 def cmd_bench(args) -> int:
     if args.dask or args.realworld:
         return _cmd_bench_suite(args)
     from .. import _dispatch
     from . import bench as _bench
-    from .report import check_plot_available, format_markdown, format_table, plot, summary
+    from .report import check_plot_available, plot
 
     ops = _flatten(args.op)
     dtypes = _flatten(args.dtype)
@@ -354,6 +413,7 @@ def cmd_bench(args) -> int:
         if bad:
             raise UsageError(f"unknown peer {bad[0]!r}: choose from "
                              f"{', '.join(_bench.PEERS)} or none")
+    suites = _suites(args, ops, dtypes, shapes)
     backends = _flatten(args.backend)
     avail = _dispatch.available_backends()
     if backends is None:
@@ -367,11 +427,24 @@ def cmd_bench(args) -> int:
             if b != "auto" and b not in avail:
                 _dispatch.load(b)  # raises BackendUnavailableError with the reason
     methods = ("three_pass", "online") if args.method == "all" else (args.method,)
-    if args.list:
-        for c in cases:
+    small = _bench.select_small_cases() if "small" in suites else []
+    firsts = []
+    if "first-call" in suites:
+        from . import firstcall
+
+        firsts = firstcall.plan()
+    if "throughput" not in suites:
+        cases = []
+    if args.list:  # the throughput cases; the other suites' too when --suite names them
+        if not args.suite:
+            small, firsts = [], []
+        for c in cases + small:
             cons, skipped = _bench.contenders(c.op, backends, methods=methods, peers=peers)
             extra = f"  (skipped: {', '.join(skipped)})" if skipped else ""
             print(f"{c.id:40s} {', '.join(x.name for x in cons)}{extra}")
+        for f in firsts:
+            print(f"first call: {f['who']} {f['bench']} {f['dtype']} {f['shape_name']} "
+                  f"t{f['threads']} {f['cache'] or ''}".rstrip())
         return 0
     if args.plot:
         check_plot_available()
@@ -384,20 +457,41 @@ def cmd_bench(args) -> int:
         "environment": _bench.environment(),
         "settings": {"budget_s": budget, "backends": backends, "methods": list(methods),
                      "peers": peers, "quick": bool(args.quick), "full": bool(args.full),
-                     "seed": args.seed},
+                     "seed": args.seed, "suites": suites, "small_budget_s": SMALL_BUDGET_S},
         "cases": [],
+        "small_calls": [],
+        "first_calls": [],
+        "cores_used": {},
     }
-    prog = Progress(len(cases), enabled=not args.no_progress)
+    prog = Progress(len(cases) + len(small) + len(firsts), enabled=not args.no_progress)
     try:
         for c in cases:
             prog.step(c.id)
             with _watchdog(CASE_TIMEOUT_S, c.id):
                 doc["cases"].append(_bench.run_case(c, backends, methods=methods, peers=peers,
-                                                    budget_s=budget, seed=args.seed))
+                                                    budget_s=budget, seed=args.seed,
+                                                    cores=doc["cores_used"]))
+        t_small = time.time()
+        for c in small:
+            prog.step("small " + c.id)
+            with _watchdog(CASE_TIMEOUT_S, c.id):
+                small_backends = (["auto"] if "auto" not in backends else []) + backends
+                doc["small_calls"].append(_bench.run_case(
+                    c, small_backends, peers=[p for p in peers if p != "copyto"],
+                    budget_s=SMALL_BUDGET_S, seed=args.seed))
+        t_first = time.time()
+        if firsts:
+            from . import firstcall
+
+            with _watchdog(CASE_TIMEOUT_S * 4, "first calls"):
+                doc["first_calls"] = firstcall.run(firsts, progress=prog.step)
     finally:
         prog.close()
     doc["elapsed_s"] = round(time.time() - t_start, 2)
-    print(format_markdown(doc) if args.markdown else format_table(doc))
+    doc["suite_s"] = {"throughput": round(t_small - t_start, 2),
+                      "small": round(t_first - t_small, 2),
+                      "first-call": round(time.time() - t_first, 2)}
+    print(report_all(doc, markdown=args.markdown))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1)

@@ -15,6 +15,18 @@ def _fmt_t(s: float) -> str:
     return f"{s * 1e9:.3g}ns"
 
 
+# every peer a report may show, in column order (a peer no case measured gets no column)
+PEER_ORDER = ("numpy", "scipy", "torch", "jax", "onnxruntime", "copyto")
+# the peers of the per-backend tables: the compiled libraries, then SciPy (the drop-in target)
+VERSUS = ("torch", "jax", "onnxruntime", "scipy")
+BACKEND_LABEL = {"auto": "auto", "cython": "C", "numba": "Numba", "numpy": "NumPy ref"}
+
+
+def _peers_of(cases) -> list[str]:
+    return [p for p in PEER_ORDER
+            if any(r["contender"] == p for c in cases for r in c["results"])]
+
+
 def _fmt_x(v) -> str:
     if v is None:
         return "-"
@@ -23,8 +35,7 @@ def _fmt_x(v) -> str:
 
 def format_table(doc: dict) -> str:
     """The results as a text table: one block per case, one line per contender."""
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    peers = _peers_of(doc["cases"])
     head = (f"{'case':38s} {'contender':38s} {'time':>8s} {'Gelem/s':>8s} {'GB/s':>7s} "
             + " ".join(f"{'vs ' + p:>9s}" for p in peers))
     lines = [head, "-" * len(head)]
@@ -60,10 +71,198 @@ def format_table(doc: dict) -> str:
     lines += [f"WARNING: {p}" for p in problems]
     env = doc["environment"]
     lines.append(f"{env['machine']['cpu']}, {env['machine']['cores']} cores; "
-                 f"fastsoftmax {env['versions']['fastsoftmax']}, "
-                 f"numpy {env['versions']['numpy']}, torch {env['versions']['torch']}; "
-                 f"{doc.get('elapsed_s', 0):.0f} s")
+                 + versions_line(env) + f"; {doc.get('elapsed_s', 0):.0f} s")
     return "\n".join(lines)
+
+
+def versions_line(env: dict) -> str:
+    v = env["versions"]
+    libs = [f"fastsoftmax {v['fastsoftmax']}" + (f" ({v['git']})" if v.get("git") else "")]
+    libs += [f"{k} {v[k]}" for k in ("numpy", "scipy", "numba", "torch", "jax", "onnxruntime")
+             if v.get(k)]
+    return ", ".join(libs)
+
+
+# ------------------------------------------------------------- per backend, against each peer
+def _ours_by_backend(case: dict) -> dict:
+    """backend -> our result of the case on that backend (method auto, no variant)."""
+    out = {}
+    for r in case["results"]:
+        if r["kind"] == "ours" and not r.get("variant") and r.get("method") in (None, "auto"):
+            out[r["backend"]] = r
+    return out
+
+
+def _backends_of(cases) -> list[str]:
+    seen = {b for c in cases for b in _ours_by_backend(c)}
+    return [b for b in ("auto", "cython", "numba", "numpy") if b in seen]
+
+
+def _case_label(c: dict) -> str:
+    return f"{c['op']} {c['dtype']} {c['shape_name']}"
+
+
+def backend_summary(cases) -> dict:
+    """(backend, threads, peer) -> (geomean, min, case of the min, cases below 1x, cases)."""
+    acc: dict = {}
+    for c in cases:
+        for b, r in _ours_by_backend(c).items():
+            for p, v in r["speedup"].items():
+                if v > 0 and p != "copyto":
+                    acc.setdefault((b, c["threads"], p), []).append((v, _case_label(c)))
+    out = {}
+    for k, vals in acc.items():
+        g = math.exp(sum(math.log(v) for v, _ in vals) / len(vals))
+        lo = min(vals)
+        out[k] = (g, lo[0], lo[1], sum(v < 1 for v, _ in vals), len(vals))
+    return out
+
+
+def format_backend_summary(cases, md: bool = True) -> str:
+    """Per backend (auto, C, Numba) and thread count: geomean and min speedup against each
+    peer, over every case measured."""
+    summ = backend_summary(cases)
+    peers = [p for p in VERSUS + ("numpy",) if any(k[2] == p for k in summ)]
+    threads = sorted({c["threads"] for c in cases})
+    lines = ["| backend | threads | " + " | ".join(f"vs {p}: geomean, min (case)" for p in peers)
+             + " |", "|---|---|" + "---|" * len(peers)]
+    for b in _backends_of(cases):
+        for t in threads:
+            cells = []
+            for p in peers:
+                e = summ.get((b, t, p))
+                cells.append("-" if e is None else
+                             f"{e[0]:.2f}x, {e[1]:.2f}x ({e[2]})"
+                             + (f", {e[3]} of {e[4]} < 1x" if e[3] else f", {e[4]} cases"))
+            if any(x != "-" for x in cells):
+                lines.append(f"| {BACKEND_LABEL.get(b, b)} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_backend_cases(cases) -> str:
+    """One row per case: each backend's speedup against each peer (the per-case ratios)."""
+    peers = [p for p in VERSUS if any(r["contender"] == p for c in cases for r in c["results"])]
+    backends = _backends_of(cases)
+    head = ("| op | dtype | shape | thr | auto runs | "
+            + " | ".join(f"{BACKEND_LABEL.get(b, b)} vs {p}" for b in backends for p in peers)
+            + " |")
+    lines = [head, "|---|---|---|---|---|" + "---|" * (len(backends) * len(peers))]
+    for c in cases:
+        by = _ours_by_backend(c)
+        if not by:
+            continue
+        cells = [_fmt_x(by[b]["speedup"].get(p)) if b in by else "-"
+                 for b in backends for p in peers]
+        auto = by.get("auto", {}).get("resolved") or "-"
+        lines.append(f"| {c['op']} | {c['dtype']} | {c['shape_name']} | {c['threads']} | "
+                     f"{auto} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_cores(cases, cores: dict) -> str:
+    """Per contender and thread budget: the cores it kept busy (process CPU time / wall time
+    while it ran), median and max over the cases: the check that every contender stayed within
+    the budget it was given."""
+    acc: dict = {}
+    for c in cases:
+        for name, v in cores.get(c["id"], {}).items():
+            if " " not in name:  # not an in-place variant
+                acc.setdefault((name, c["threads"]), []).append(v)
+    threads = sorted({t for _, t in acc})
+    names = list(dict.fromkeys(n for n, _ in acc))
+    head = ["contender"] + [f"{t} thread{'s' if t > 1 else ''}: median, max" for t in threads]
+    rows = []
+    for n in names:
+        cells = [n]
+        for t in threads:
+            v = sorted(acc.get((n, t), []))
+            cells.append(f"{v[len(v) // 2]:.2f}, {v[-1]:.2f}" if v else "-")
+        rows.append(cells)
+    return _grid(head, rows, True)
+
+
+# ------------------------------------------------------------------------- small calls
+def _us(r) -> str:
+    return f"{r['median_s'] * 1e6:.2f}" if r else "-"
+
+
+def format_small(cases, md: bool = False) -> str:
+    """The small-call suite: per-call microseconds of every contender, and auto's paired
+    speedup against each peer."""
+    peers = [p for p in _peers_of(cases) if p != "copyto"]
+    backends = _backends_of(cases)
+    names = [BACKEND_LABEL.get(b, b) for b in backends] + peers
+    vs = [p for p in VERSUS if p in peers]
+    head = (["op", "dtype", "shape"] + [f"{n} us" for n in names]
+            + [f"auto vs {p}" for p in vs])
+    rows = []
+    for c in cases:
+        by = _ours_by_backend(c)
+        res = {r["contender"]: r for r in c["results"]}
+        shape = "x".join(map(str, c["shape"]))
+        auto = by.get("auto")
+        rows.append([c["op"], c["dtype"], f"({shape},)" if len(c["shape"]) == 1 else shape]
+                    + [_us(by.get(b)) for b in backends] + [_us(res.get(p)) for p in peers]
+                    + [_fmt_x(auto["speedup"].get(p)) if auto else "-" for p in vs])
+    return _grid(head, rows, md)
+
+
+def _grid(head, rows, md: bool) -> str:
+    if md:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                         + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    fmt = lambda r: "  ".join(x.rjust(w) if i > 2 else x.ljust(w)  # noqa: E731
+                              for i, (x, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(head), "-" * (sum(widths) + 2 * len(widths))] + [fmt(r) for r in rows])
+
+
+# ------------------------------------------------------------------------- first calls
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def format_first_calls(rows, md: bool = False) -> str:
+    """The first-call suite: per op, dtype and thread budget, the first call (and the import)
+    in a fresh process with a cold and a warm Numba cache, and scipy's first call."""
+    scipy = {(r["bench"], r["dtype"]): r for r in rows if r["who"] == "scipy"}
+    groups: dict = {}
+    for r in rows:
+        if r["who"] == "fastsoftmax":
+            groups.setdefault((r["bench"], r["dtype"], r["threads"]), {})[r["cache"]] = r
+    head = ["op", "dtype", "shape", "thr", "import ms", "first call ms, cold cache",
+            "first call ms, warm cache", "second call ms", "auto runs", "scipy first call ms"]
+    out = []
+    for (b, d, t), g in groups.items():
+        cold, warm = g.get("cold", {}), g.get("warm", {})
+        err = cold.get("error") or warm.get("error")
+        sp = scipy.get((b, d), {})
+        out.append([b, d, cold.get("shape_name", warm.get("shape_name", "")), str(t),
+                    _ms(cold.get("import_s")), _ms(cold.get("first_call_s")),
+                    _ms(warm.get("first_call_s")), _ms(warm.get("second_call_s")),
+                    (cold.get("resolved") or "-") + (" (numba imported)"
+                                                     if cold.get("numba_loaded") else ""),
+                    _ms(sp.get("first_call_s")) + (f"  ERROR: {err}" if err else "")])
+    return _grid(head, out, md)
+
+
+def first_call_summary(rows) -> str:
+    fs = [r for r in rows if r["who"] == "fastsoftmax" and "first_call_s" in r]
+    if not fs:
+        return ""
+    parts = []
+    for cache in ("cold", "warm"):
+        sel = [r for r in fs if r["cache"] == cache]
+        if sel:
+            w = max(sel, key=lambda r: r["first_call_s"])
+            parts.append(f"slowest first call, {cache} Numba cache: "
+                         f"{w['first_call_s'] * 1e3:.0f} ms "
+                         f"({w['bench']} {w['dtype']} t{w['threads']})")
+    imp = [r["import_s"] for r in fs if "import_s" in r]
+    if imp:
+        parts.append(f"import fastsoftmax: {min(imp) * 1e3:.0f}-{max(imp) * 1e3:.0f} ms")
+    return "; ".join(parts)
 
 
 def _fastest_ours(case: dict) -> dict | None:
@@ -75,8 +274,7 @@ def _fastest_ours(case: dict) -> dict | None:
 
 def format_markdown(doc: dict) -> str:
     """One row per case: our best contender's throughput, the peers' and the speedups."""
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(r["contender"] == p for c in doc["cases"] for r in c["results"])]
+    peers = _peers_of(doc["cases"])
     head = ("| op | dtype | shape | thr | fastest of ours | GB/s | "
             + " | ".join(f"{p} GB/s" for p in peers) + " | "
             + " | ".join(f"vs {p}" for p in peers) + " |")
@@ -137,8 +335,7 @@ def plot(doc: dict, path: str) -> None:
         if best is not None:
             rows.append((f"{c['op']} {c['dtype']} {c['shape_name']} t{c['threads']}\n"
                          f"{best['contender']}", best["speedup"]))
-    peers = [p for p in ("numpy", "scipy", "torch", "jax", "copyto")
-             if any(p in sp for _, sp in rows)]
+    peers = [p for p in PEER_ORDER if any(p in sp for _, sp in rows)]
     if not rows or not peers:
         raise RuntimeError("nothing to plot: no case has both a fastsoftmax result and a peer")
     from matplotlib.ticker import FuncFormatter

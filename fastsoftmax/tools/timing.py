@@ -18,6 +18,14 @@ class Timing:
     samples: list[float] = field(default_factory=list)
     loops: int = 1
     first_call_s: float = 0.0
+    wall_s: float = 0.0   # summed over the timed samples
+    cpu_s: float = 0.0    # the process's CPU time (all its threads) over the same samples
+
+    @property
+    def cores(self) -> float:
+        """CPU time per wall time while this callable ran: how many cores it kept busy (the
+        check that a thread budget of n is honored: at most ~n)."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def median(self) -> float:
@@ -57,10 +65,14 @@ def measure(fns: dict, *, budget_s=0.5, sample_s=0.01, min_reps=5, max_reps=51,
             k = r % len(names)
             for n in names[k:] + names[:k]:
                 fn, loops = fns[n], tim[n].loops
+                c0 = time.process_time()
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
-                tim[n].samples.append((time.perf_counter() - t0) / loops)
+                dt = time.perf_counter() - t0
+                tim[n].cpu_s += time.process_time() - c0
+                tim[n].wall_s += dt
+                tim[n].samples.append(dt / loops)
     finally:
         if gc_was:
             gc.enable()
