@@ -113,7 +113,7 @@ def cmd_threads(a):
             np.exp(h[0], out=h[1])
 
     def ref2():
-        t = threading.Thread(target=np.exp, args=halves[1], kwargs={"out": halves[1][1]})
+        t = threading.Thread(target=np.exp, args=halves[1])
         t.start()
         np.exp(halves[0][0], out=halves[0][1])
         t.join()
