@@ -16,8 +16,12 @@
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include "fsm_kernels.h"
 #include "fsm_math.h"
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #ifndef FSM_ISA
 #define FSM_ISA baseline
@@ -40,6 +44,14 @@
 #define FSM_TILE 256              /* inner > 1: columns per tile (accumulators on the stack)    */
 #define FSM_SMALL_N 48            /* rows up to this long are processed several at a time       */
 #define FSM_GROUP 2048            /* elements per group of small rows                          */
+#define FSM_SUMB 256              /* exp loops: FT-lane partial sums folded into a double per block */
+/* Out of cache (issue 9 item 4): softmax / log_softmax rows whose output is at least
+   FSM_NT_BYTES in all write their exps into an L1/L2 scratch row of at most FSM_NT_SCRATCH
+   bytes and the last pass streams the output with non-temporal stores: no read-for-ownership
+   of the output lines (3 bytes of traffic per 2 that matter, as memcpy avoids).  Measured:
+   docs/c_backend.md. */
+#define FSM_NT_BYTES ((int64_t)1 << 24)
+#define FSM_NT_SCRATCH 32768
 /* cross-entropy: explicit float64 partial sums in a fixed order, one vector of FT's wide
    (measured: avx512 float32 16 lanes = 32 the same, 8 lanes 1.4x slower; avx2 float32 8 lanes
    ~8% faster than 16 or 32) */
@@ -60,9 +72,11 @@
 #define EXPD F(fsm_expdiff)
 #define EXPN F(fsm_expn)
 #define EXPDN F(fsm_expdiffn)
+#define EXP64DN F(fsm_expdiff64n)   /* EXPDN * 2^64 (no final multiply: softmax's scale pass undoes it) */
 #define LOGT F(fsm_log)
 
 #define FT float
+#define FT_IS_F32 1
 #define F(name) name##_f32
 #include "fsm_rows.h"
 #include "fsm_softmax.h"
@@ -71,9 +85,11 @@
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
 #undef FT
+#undef FT_IS_F32
 #undef F
 
 #define FT double
+#define FT_IS_F32 0
 #define F(name) name##_f64
 #include "fsm_rows.h"
 #include "fsm_softmax.h"
@@ -82,6 +98,7 @@
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
 #undef FT
+#undef FT_IS_F32
 #undef F
 
 #include "fsm_sampling.h"   /* no float type: included once */

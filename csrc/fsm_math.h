@@ -100,30 +100,77 @@ FSM_INLINE float fsm_expdiff_f32(float x, float m)
     return fsm_exp2sum_f32(d, lo);
 }
 
-/* exp(d + lo) for d <= 0 or NaN only (d = x - m, m the max of the x's; d > 0 gives garbage):
-   n <= 0, so 2^n is one factor 2^(n+64) (normal down to n = -150) times the constant 2^-64,
-   where a subnormal result rounds once -- the same result as fsm_exp2sum_f32 with half the
-   integer work.  No clamp: below -104 (also -inf, where p is NaN) the result is selected to 0;
-   a NaN d gives NaN through p. */
-FSM_INLINE float fsm_expn2sum_f32(float d, float lo)
+/* ---------------------------------------------------------------- exp for d <= 0, float32 */
+/* The kernels' exp: exp(d) for d = x - m <= 0 (or NaN), m the max of the x's or NaN.  In the
+   hot loops (softmax's exp + store + sum), so each operation counts (docs/c_backend.md):
+     t = d * log2e + magic      one FMA: n = rint(d / ln2) in t's low bits, magic = 1.5 * 2^23
+                                + 127 + 64, so those bits are already the biased exponent of 2^(n+64)
+     r = d - n * ln2            two FMAs (ln2 as float + its tail: <= 0.5 ULP more than one
+                                constant would cost at n = -150); without FMA (baseline) a 9-bit
+                                head, so n * head is exact
+     exp(r) = 1 + r + r^2 q(r)  q of degree 4 (4 FMAs, then r*r and one FMA), minimax in ULPs
+                                of exp on [-ln2/2, ln2/2] (fitted for this file: 0.06 ULP; degree
+                                5, as XNNPACK, fits to 1.2-1.4 ULP and measured 2.02 ULP in all)
+     s = bits(t) << 23          2^(n+64): a normal number for every n >= -190, no clamp needed
+     y = s * p + s              exp(d) * 2^64, rounded once
+     d < -104 ? 0 : y           one compare + blend: below -104 (also -inf, where y is NaN) the
+                                result is 0; a NaN d fails the compare and gives NaN through p.
+                                A clamp of d instead (d < -110 ? -110 : d) is not one vmaxps with
+                                GCC 12: it propagated the constant through the whole exp and
+                                blended per case (3 compares + 3 blends per vector, measured)
+   The 2^64 scale keeps every intermediate normal: the caller multiplies by 2^-64 (EXPN: one
+   multiply, where a subnormal result rounds once) or folds it into a later scale (softmax's
+   1/s, EXP64DN).  Lanes with n < -126 are the subnormal results: exactly rounded at that last
+   multiply, as the contract asks (XNNPACK flushes them to zero instead). */
+#if defined(__FMA__) || defined(__AVX512F__)
+#define FSM_LN2HI_F32 0x1.62e430p-1f          /* float(ln2): n * it is exact inside the FMA  */
+#define FSM_LN2LO_F32 -0x1.05c610p-29f        /* ln2 - float(ln2)                           */
+#else
+#define FSM_LN2HI_F32 0.693359375f            /* 9-bit head: n * head exact without FMA      */
+#define FSM_LN2LO_F32 -2.12194440e-4f
+#endif
+
+/* exp(d + lo) * 2^64 for d <= 0 or NaN, |lo| <= ulp(d) (lo: the rounding error of d, or 0; any
+   value, NaN too, where d < -104) */
+FSM_INLINE float fsm_exp64n2sum_f32(float d, float lo)
 {
-    float t;
-    float p = fsm_exp_core_f32(d, lo, &t);
-    float s = fsm_f32_from_bits((fsm_f32_bits(t) + (127u + 64u)) << 23);   /* 2^(n+64) */
-    float y = (p * s) * 0x1p-64f;
+    const float magic = 0x1.8p23f + 191.0f;   /* 1.5 * 2^23 + (127 + 64)                  */
+    float t = d * 0x1.715476p+0f + magic;
+    float n = t - magic;
+    float r = d - n * FSM_LN2HI_F32;
+    r = r - n * FSM_LN2LO_F32;
+    r = r + lo;
+    float q = 0x1.693e14p-10f;
+    q = q * r + 0x1.123c2cp-7f;
+    q = q * r + 0x1.555a70p-5f;
+    q = q * r + 0x1.55548ep-3f;
+    q = q * r + 0x1.fffffap-2f;
+    float p = (r * r) * q + r;
+    float s = fsm_f32_from_bits(fsm_f32_bits(t) << 23);   /* 2^(n+64); NaN d: p is NaN  */
+    float y = s * p + s;
     return d < -104.0f ? 0.0f : y;
 }
 
-FSM_INLINE float fsm_expn_f32(float d) { return fsm_expn2sum_f32(d, 0.0f); }
+FSM_INLINE float fsm_exp64n_f32(float d) { return fsm_exp64n2sum_f32(d, 0.0f); }
+FSM_INLINE float fsm_expn_f32(float d) { return fsm_exp64n_f32(d) * 0x1p-64f; }
 
-/* fsm_expdiff_f32 for x - m <= 0 or NaN only */
-FSM_INLINE float fsm_expdiffn_f32(float x, float m)
+/* exp(x - m) * 2^64 for x - m <= 0 or NaN, without the rounding error of x - m (up to 2^-24
+   |x - m|: 2e-6 relative at |x - m| ~ 40, which a 10^7-long row's 1e-6 per element rejects).
+   Fast2Sum of a = min(x, -m) and b = max(x, -m): |a| >= |b| in every case (m > 0 with
+   x >= -m; m > 0 with x < -m; m <= 0 with x <= m), so lo = b - ((a + b) - a) is the exact error,
+   4 operations instead of TwoSum's 6.  Lanes where lo is not exact (x - m < -104, x = -inf) are
+   the ones fsm_exp64n2sum_f32 sets to 0. */
+FSM_INLINE float fsm_expdiff64n_f32(float x, float m)
 {
+    float nm = -m;
     float d = x - m;
-    float bb = d - x;
-    float lo = (x - (d - bb)) + (-m - bb);
-    return fsm_expn2sum_f32(d, lo);
+    float a = x < nm ? x : nm;
+    float b = x < nm ? nm : x;
+    float lo = b - (d - a);
+    return fsm_exp64n2sum_f32(d, lo);
 }
+
+FSM_INLINE float fsm_expdiffn_f32(float x, float m) { return fsm_expdiff64n_f32(x, m) * 0x1p-64f; }
 
 /* ---------------------------------------------------------------- exp, float64 */
 /* exp(x) = p * 2^n for |x| <= 746: returns p and *pt = x / ln2 + 1.5 * 2^52 (n in its low bits) */
@@ -166,17 +213,42 @@ FSM_INLINE double fsm_exp_f64(double x)
     return (p * s1) * s2;                     /* NaN x: p is NaN                             */
 }
 
-/* exp(d) for d <= 0 or NaN only, as fsm_expn2sum_f32: 2^(n+64) * 2^-64 (normal down to
-   n = -1076), 0 below -746 */
-FSM_INLINE double fsm_expn_f64(double d)
+/* exp(d) * 2^64 for d <= 0 or NaN, as fsm_exp64n2sum_f32: 0 below -746, magic 1.5 * 2^52 +
+   1023 + 64, ln2 in two parts, exp(r) = 1 + r + r^2 q(r) with q of degree 9 (a Chebyshev fit
+   of (e^r - 1 - r) / r^2 on [-0.357, 0.357], made for this file: 2.9e-17 relative, 0.26 ULP;
+   the Taylor form of fsm_exp_core_f64 needs degree 13 for the same) */
+#if defined(__FMA__) || defined(__AVX512F__)
+#define FSM_LN2HI_F64 0x1.62e42fefa39efp-1
+#define FSM_LN2LO_F64 0x1.abc9e3b39803fp-56
+#else
+#define FSM_LN2HI_F64 6.93147180369123816490e-01
+#define FSM_LN2LO_F64 1.90821492927058770002e-10
+#endif
+FSM_INLINE double fsm_exp64n_f64(double d)
 {
-    double t;
-    double p = fsm_exp_core_f64(d, &t);
-    double s = fsm_f64_from_bits((fsm_f64_bits(t) + (1023u + 64u)) << 52);
-    double y = (p * s) * 0x1p-64;
+    const double magic = 0x1.8p52 + 1087.0;
+    double t = d * 0x1.71547652b82fep+0 + magic;
+    double n = t - magic;
+    double r = d - n * FSM_LN2HI_F64;
+    r = r - n * FSM_LN2LO_F64;
+    double q = 2.510320420657239e-08;
+    q = q * r + 2.7623753848423127e-07;
+    q = q * r + 2.7557262361227677e-06;
+    q = q * r + 2.4801513365245383e-05;
+    q = q * r + 0.00019841269867094182;
+    q = q * r + 0.001388888892246796;
+    q = q * r + 0.008333333333329229;
+    q = q * r + 0.0416666666666133;
+    q = q * r + 0.16666666666666669;
+    q = q * r + 0.5000000000000001;
+    double s = fsm_f64_from_bits(fsm_f64_bits(t) << 52);  /* 2^(n+64) */
+    double p = (r * r) * q + r;
+    double y = s * p + s;
     return d < -746.0 ? 0.0 : y;
 }
 
+FSM_INLINE double fsm_expn_f64(double d) { return fsm_exp64n_f64(d) * 0x1p-64; }
+FSM_INLINE double fsm_expdiff64n_f64(double x, double m) { return fsm_exp64n_f64(x - m); }
 FSM_INLINE double fsm_expdiffn_f64(double x, double m) { return fsm_expn_f64(x - m); }
 
 /* exp(x - m), float64: x - m rounded first (the float32 twin recovers that rounding error) */

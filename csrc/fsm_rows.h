@@ -32,6 +32,14 @@
 
 #define FSM_MAX_CHUNKS 256   /* chunks per call; one slot each for a split long row */
 
+/* orders a chunk's non-temporal stores before the chunk is reported done */
+static inline void fsm_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
 static inline int fsm_pick_threads(int64_t work, int nthreads)
 {
     if (nthreads <= 1) return 1;
@@ -184,17 +192,42 @@ static inline FT F(slots_max)(const FT *ms, int k)
     return M;
 }
 
-/* s = sum exp(x - m), out = exp(x - m); m >= max x or NaN */
-static inline double F(row_expsum_store)(const FT *x, FT *out, int64_t n, FT m)
+/* The sums of the exp loops below: FT lanes (float32 for float32: one vector add per vector of
+   exps, no widening), folded into a double total every FSM_SUMB elements (the block's partial
+   sums hold FSM_SUMB / lanes terms each: 32 on avx2, 16 on avx512, so their float32 rounding
+   stays ~1e-7 relative however long the row; a 10^7-long row meets 1e-6).  The full blocks
+   have a constant trip count, so the vectorized body has no remainder inside a block. */
+
+/* out = exp(x - m) * 2^64, returns their sum; m >= max x or NaN.  Softmax's exp + store + sum:
+   the 2^64 is undone by the scale pass (row_scale by 1 / the sum), where a subnormal output
+   rounds once (fsm_math.h: fsm_exp64n2sum_f32) */
+static inline double F(row_expsum_store64)(const FT *x, FT *out, int64_t n, FT m)
 {
     double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        FT e = EXPDN(x[i], m);
-        out[i] = e;
-        s += (double)e;
+    int64_t i = 0;
+    for (; i + FSM_SUMB <= n; i += FSM_SUMB) {
+        /* two halves of the block in one loop: two accumulators, half the loop overhead */
+        const FT *xb = x + i, *xc = x + i + FSM_SUMB / 2;
+        FT *ob = out + i, *oc = out + i + FSM_SUMB / 2;
+        FT sb = 0, sc = 0;
+#pragma omp simd reduction(+ : sb, sc)
+        for (int64_t j = 0; j < FSM_SUMB / 2; j++) {
+            FT e = EXP64DN(xb[j], m), f = EXP64DN(xc[j], m);
+            ob[j] = e;
+            oc[j] = f;
+            sb += e;
+            sc += f;
+        }
+        s += (double)sb + (double)sc;
     }
-    return s;
+    FT sb = 0;
+#pragma omp simd reduction(+ : sb)
+    for (int64_t j = i; j < n; j++) {
+        FT e = EXP64DN(x[j], m);
+        out[j] = e;
+        sb += e;
+    }
+    return s + (double)sb;
 }
 
 static inline double F(row_expsum)(const FT *x, int64_t n, FT m)
@@ -205,7 +238,9 @@ static inline double F(row_expsum)(const FT *x, int64_t n, FT m)
     return s;
 }
 
-/* row_expsum for m >= max x or NaN */
+/* row_expsum for m >= max x or NaN.  Double sums: this is also log_softmax's (online) sum,
+   whose log must keep the digits of the terms beside the max (float32 lanes holding the 1 of the
+   max lose them: 2e-4 relative at a gap of 10, measured) */
 static inline double F(row_expsumn)(const FT *x, int64_t n, FT m)
 {
     double s = 0.0;
@@ -238,7 +273,7 @@ static inline void F(row_shift)(const FT *x, FT *y, int64_t n, FT m, FT ls)
    exps and the last pass (row_sub) runs in cache: y = (x - m) - log(s), as row_shift. */
 static inline double F(row_shiftstore)(const FT *x, FT *y, int64_t n, FT m, int neg)
 {
-    double s = 0.0;
+    double s = 0.0;     /* double, as row_expsumn */
     if (neg) {
 #pragma omp simd reduction(+ : s)
         for (int64_t i = 0; i < n; i++) {
@@ -255,6 +290,87 @@ static inline double F(row_shiftstore)(const FT *x, FT *y, int64_t n, FT m, int 
         }
     }
     return s;
+}
+
+/* y = e * a + b with non-temporal stores (the output is not read back soon: it bypasses the
+   caches, and its lines are not read first); scalar up to y's vector alignment and in the tail.
+   The caller ends its chunk with fsm_stream_fence(). */
+static inline void F(row_stream)(const FT *e, FT *y, int64_t n, FT a, FT b)
+{
+    int64_t i = 0;
+    while (i < n && ((uintptr_t)(y + i) & (FSM_VEC_BYTES - 1)) != 0) {
+        y[i] = e[i] * a + b;
+        i++;
+    }
+#if defined(__AVX512F__) && FT_IS_F32
+    const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+    for (; i + 16 <= n; i += 16)
+        _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_loadu_ps(e + i), va, vb));
+#elif defined(__AVX512F__)
+    const __m512d va = _mm512_set1_pd(a), vb = _mm512_set1_pd(b);
+    for (; i + 8 <= n; i += 8)
+        _mm512_stream_pd(y + i, _mm512_fmadd_pd(_mm512_loadu_pd(e + i), va, vb));
+#elif defined(__AVX2__) && FT_IS_F32
+    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    for (; i + 8 <= n; i += 8)
+        _mm256_stream_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(e + i), va, vb));
+#elif defined(__AVX2__)
+    const __m256d va = _mm256_set1_pd(a), vb = _mm256_set1_pd(b);
+    for (; i + 4 <= n; i += 4)
+        _mm256_stream_pd(y + i, _mm256_fmadd_pd(_mm256_loadu_pd(e + i), va, vb));
+#elif defined(__SSE2__) && FT_IS_F32
+    const __m128 va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+    for (; i + 4 <= n; i += 4)
+        _mm_stream_ps(y + i, _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(e + i), va), vb));
+#elif defined(__SSE2__)
+    const __m128d va = _mm_set1_pd(a), vb = _mm_set1_pd(b);
+    for (; i + 2 <= n; i += 2)
+        _mm_stream_pd(y + i, _mm_add_pd(_mm_mul_pd(_mm_loadu_pd(e + i), va), vb));
+#endif
+    for (; i < n; i++) y[i] = e[i] * a + b;
+}
+
+/* log_softmax's log(s), accurate for the dominant entry too.  y_max = -log(s) with
+   s = k + rest (k ties of the max, rest = the sum of the other terms): when s is near 1, log(s)
+   of the rounded sum keeps only the digits of rest that survived 1 + rest (log_softmax([0, -30])
+   gave -9.348e-14 for -9.3576e-14; [0, -60] gave 0).  Rows whose sum is below FSM_LSM_RECOMPUTE
+   recompute rest apart (one more exp pass, rare rows only) and take log1p(rest) (k = 1) or
+   log(k + rest), rounded once.  The threshold: float32 rows sum in double (row_shiftstore,
+   row_expsumn), which keeps rest to 2^-43 relative above 1 + 2^-10; a float64 sum holding k
+   exact ones and a small rest carries the rounding of every addition at ulp(k) (1000 terms
+   beside two tied maxima: 6.5 ulp of log(2), measured), so float64 rows below 4 (up to 3 ties,
+   or p_max > 1/4) recompute.  Other rows: log(s) as before. */
+#define FSM_LSM_RECOMPUTE (sizeof(FT) == 4 ? 1.0 + 0x1p-10 : 4.0)
+
+/* rest = sum of exp(x - m) over x != m, *pk = the count of x == m; m >= max x, finite */
+static double F(row_rest)(const FT *x, int64_t n, FT m, double *pk)
+{
+    double rest = 0.0, k = 0.0;
+#pragma omp simd reduction(+ : rest, k)
+    for (int64_t i = 0; i < n; i++) {
+        FT e = EXPN(x[i] - m);
+        int eq = x[i] == m;
+        rest += eq ? 0.0 : (double)e;
+        k += eq ? 1.0 : 0.0;
+    }
+    *pk = k;
+    return rest;
+}
+
+/* log(k + rest), with log1p for k == 1 */
+static inline double F(log_rest)(double rest, double k)
+{
+    return k == 1.0 ? fsm_log1p_f64(rest) : fsm_log_f64(k + rest);
+}
+
+/* log(s) for log_softmax: s = sum exp(x - m) of the row x[0:n) (m its finite max; fin = 0 when
+   the row's max was not finite, then plain log(s)) */
+static inline double F(lsm_log)(double s, const FT *x, int64_t n, FT m, int fin)
+{
+    if (FSM_LIKELY(!fin || !(s < FSM_LSM_RECOMPUTE))) return fsm_log_f64(s);
+    double k;
+    double rest = F(row_rest)(x, n, m, &k);
+    return F(log_rest)(rest, k);
 }
 
 static inline void F(row_sub)(FT *y, int64_t n, FT c)

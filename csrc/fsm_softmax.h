@@ -26,14 +26,15 @@ typedef struct {
     FT *y;
     int64_t n, inner;
     int log, method;
+    int stream;                  /* rows through a scratch row, output streamed (FSM_NT_BYTES) */
     /* one long row split over threads: the row, one slot per block, the merged (m, s) */
     const FT *xr;
     FT *yr;
     FT *ms;
-    double *ss;
+    double *ss, *ks;
     int *infs;
     FT m;
-    double s;
+    double s, ls;                /* ls: log_softmax's log(s) (lsm_log) */
 } F(softmax_ctx);
 
 /* the contract's rule for a non-finite row max */
@@ -62,11 +63,30 @@ static void F(softmax_row_3pass)(const F(softmax_ctx) *c, int64_t r)
     FT mx = F(row_max)(x, n);
     FT m = F(fix_max)(mx, c->log);
     if (!c->log) {
-        double s = F(row_expsum_store)(x, y, n, m);
+        double s = F(row_expsum_store64)(x, y, n, m);   /* 2^64 * the sum */
         F(row_scale)(y, n, (FT)(1.0 / s));
     } else {
         double s = F(row_shiftstore)(x, y, n, m, F(finite)(mx));
-        F(row_sub)(y, n, (FT)fsm_log_f64(s));
+        /* y holds x - m now (y may be x): its rest is that of x with the max at 0 */
+        F(row_sub)(y, n, (FT)F(lsm_log)(s, y, n, (FT)0, F(finite)(mx)));
+    }
+}
+
+/* softmax_row_3pass through a scratch row (n * sizeof(FT) <= FSM_NT_SCRATCH): the exp pass
+   writes the scratch (in L1), the last pass streams y (row_stream) */
+static void F(softmax_row_stream)(const F(softmax_ctx) *c, int64_t r, FT *e)
+{
+    const int64_t n = c->n;
+    const FT *x = c->x + r * n;
+    FT *y = c->y + r * n;
+    FT mx = F(row_max)(x, n);
+    FT m = F(fix_max)(mx, c->log);
+    if (!c->log) {
+        double s = F(row_expsum_store64)(x, e, n, m);   /* 2^64 * the sum */
+        F(row_stream)(e, y, n, (FT)(1.0 / s), (FT)0);
+    } else {
+        double s = F(row_shiftstore)(x, e, n, m, F(finite)(mx));
+        F(row_stream)(e, y, n, (FT)1, -(FT)F(lsm_log)(s, e, n, (FT)0, F(finite)(mx)));
     }
 }
 
@@ -80,14 +100,15 @@ static void F(softmax_row_online)(const F(softmax_ctx) *c, int64_t r)
     double s;
     int inf = 0;
     F(online_stats)(x, n, &m, &s, &inf);
-    if (FSM_UNLIKELY(inf || !F(finite)(m))) {
+    const int fin = !inf && F(finite)(m);
+    if (FSM_UNLIKELY(!fin)) {
         m = F(fix_max)(inf ? (FT)INFINITY : m, log);
         s = F(row_expsum)(x, n, m);
     }
     if (!log)
         F(row_exp_scale)(x, y, n, m, (FT)(1.0 / s));
     else
-        F(row_shift)(x, y, n, m, (FT)fsm_log_f64(s));
+        F(row_shift)(x, y, n, m, (FT)F(lsm_log)(s, x, n, m, fin));
 }
 
 /* rows [r0, r0 + g) of length n <= FSM_SMALL_N, g * n <= FSM_GROUP */
@@ -130,6 +151,16 @@ static void F(softmax_group)(const void *p, int64_t r0, int64_t g)
         }
 #pragma omp simd
         for (int64_t r = 0; r < g; r++) sr[r] = fsm_log_f64(sr[r]);  /* across rows */
+        for (int64_t r = 0; r < g; r++) {      /* log(s) near 0: the rest apart (lsm_log) */
+            FT m = t[r * n];
+            if (FSM_LIKELY(!(sr[r] < (sizeof(FT) == 4 ? 0x1p-10 : 1.3863))) || !F(finite)(m)) continue;   /* log(thr) */
+            double rest = 0.0, k = 0.0;
+            for (int64_t j = 0; j < n; j++) {
+                if (xg[r * n + j] == m) k += 1.0;
+                else rest += (double)e[r * n + j];
+            }
+            sr[r] = F(log_rest)(rest, k);
+        }
         for (int64_t r = 0; r < g; r++) {
             FT ls = (FT)sr[r], m = t[r * n];
             for (int64_t j = 0; j < n; j++) yg[r * n + j] = (xg[r * n + j] - m) - ls;
@@ -144,6 +175,12 @@ static void F(softmax_rows)(const void *p, int k, int64_t lo, int64_t hi)
     (void)k;
     if (c->n <= FSM_SMALL_N && c->method == FSM_METHOD_AUTO) {
         fsm_small_rows(p, lo, hi, c->n, FSM_GROUP, F(softmax_group));
+        return;
+    }
+    if (c->stream) {
+        FT e[FSM_NT_SCRATCH / sizeof(FT)];
+        for (int64_t r = lo; r < hi; r++) F(softmax_row_stream)(c, r, e);
+        fsm_stream_fence();
         return;
     }
     int online = F(use_online)(c->n, c->log, c->method);
@@ -197,7 +234,19 @@ static void F(softmax_tile)(const FT *x, FT *y, int64_t n, int64_t inner, int64_
             for (int64_t c = 0; c < w; c++) yr[c] = yr[c] * k[c];
         }
     } else {
-        for (int64_t c = 0; c < w; c++) k[c] = (FT)fsm_log_f64(s[c]);
+        for (int64_t c = 0; c < w; c++) {
+            double L = fsm_log_f64(s[c]);
+            if (FSM_UNLIKELY(s[c] < FSM_LSM_RECOMPUTE) && F(finite)(m[c])) {   /* lsm_log */
+                double rest = 0.0, kt = 0.0;
+                for (int64_t j = 0; j < n; j++) {
+                    FT v = x[j * inner + c0 + c];
+                    if (v == m[c]) kt += 1.0;
+                    else rest += (double)EXPN(v - m[c]);
+                }
+                L = F(log_rest)(rest, kt);
+            }
+            k[c] = (FT)L;
+        }
         for (int64_t j = 0; j < n; j++) {
             const FT *xr = x + j * inner + c0;
             FT *yr = y + j * inner + c0;
@@ -227,7 +276,7 @@ static void F(softmax_block_max)(const void *p, int k, int64_t lo, int64_t hi)
 static void F(softmax_block_store)(const void *p, int k, int64_t lo, int64_t hi)
 {
     const F(softmax_ctx) *c = p;
-    c->ss[k] = F(row_expsum_store)(c->xr + lo, c->yr + lo, hi - lo, c->m);
+    c->ss[k] = F(row_expsum_store64)(c->xr + lo, c->yr + lo, hi - lo, c->m);
 }
 
 static void F(softmax_block_scale)(const void *p, int k, int64_t lo, int64_t hi)
@@ -250,6 +299,12 @@ static void F(softmax_block_rare)(const void *p, int k, int64_t lo, int64_t hi)
     c->ss[k] = F(row_expsum)(c->xr + lo, hi - lo, 0);
 }
 
+static void F(softmax_block_rest)(const void *p, int k, int64_t lo, int64_t hi)
+{
+    const F(softmax_ctx) *c = p;
+    c->ss[k] = F(row_rest)(c->xr + lo, hi - lo, c->m, &c->ks[k]);
+}
+
 static void F(softmax_block_out)(const void *p, int k, int64_t lo, int64_t hi)
 {
     const F(softmax_ctx) *c = p;
@@ -257,7 +312,7 @@ static void F(softmax_block_out)(const void *p, int k, int64_t lo, int64_t hi)
     if (!c->log)
         F(row_exp_scale)(c->xr + lo, c->yr + lo, hi - lo, c->m, (FT)(1.0 / c->s));
     else
-        F(row_shift)(c->xr + lo, c->yr + lo, hi - lo, c->m, (FT)fsm_log_f64(c->s));
+        F(row_shift)(c->xr + lo, c->yr + lo, hi - lo, c->m, (FT)c->ls);
 }
 
 /* row r in nc blocks on nt threads: each pass split, merged between the passes */
@@ -286,7 +341,8 @@ static void F(softmax_long_row)(void *p, int64_t r, int nc, int nt)
     int inf = 0;
     for (int k = 0; k < nc; k++) inf |= infs[k];
     F(merge_stats)(ms, ss, nc, &c->m, &c->s);
-    if (FSM_UNLIKELY(inf || !F(finite)(c->m))) {
+    const int fin = !inf && F(finite)(c->m);
+    if (FSM_UNLIKELY(!fin)) {
         if (!c->log) {
             c->m = NAN;     /* softmax: all-NaN row */
             c->s = NAN;
@@ -297,6 +353,17 @@ static void F(softmax_long_row)(void *p, int64_t r, int nc, int nt)
             for (int k = 0; k < nc; k++) c->s += ss[k];
         }
     }
+    if (c->log) {
+        c->ls = fsm_log_f64(c->s);
+        if (FSM_UNLIKELY(c->s < FSM_LSM_RECOMPUTE) && fin) {   /* lsm_log */
+            double ks[FSM_MAX_CHUNKS];
+            c->ks = ks;
+            fsm_run_ranges(F(softmax_block_rest), c, n, nc, nt);
+            double rest = 0.0, k = 0.0;
+            for (int i = 0; i < nc; i++) { rest += ss[i]; k += ks[i]; }
+            c->ls = F(log_rest)(rest, k);
+        }
+    }
     fsm_run_ranges(F(softmax_block_out), c, n, nc, nt);
 }
 
@@ -305,7 +372,10 @@ static void F(softmax_long_row)(void *p, int64_t r, int nc, int nt)
 static void F(softmax)(const FT *x, FT *y, int64_t outer, int64_t n, int64_t inner, int log,
                        int method, int nthreads)
 {
-    F(softmax_ctx) c = {x, y, n, inner, log, method, NULL, NULL, NULL, NULL, NULL, 0, 0.0};
+    F(softmax_ctx) c = {x, y, n, inner, log, method, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0.0, 0.0};
+    c.stream = inner == 1 && outer * n * (int64_t)sizeof(FT) >= FSM_NT_BYTES
+               && n * (int64_t)sizeof(FT) <= FSM_NT_SCRATCH && n > FSM_SMALL_N
+               && !F(use_online)(n, log, method) && getenv("FASTSOFTMAX_C_NO_STREAM") == NULL;   /* A/B switch of benches/c_kernels.py (read for >= 16 MB outputs only) */
     int nt = fsm_pick_threads(outer * n * inner, nthreads);
     fsm_reduce(&c, outer, inner, nt, F(softmax_rows), F(softmax_slab_tile), F(softmax_long_row));
 }
