@@ -7,8 +7,8 @@ view; this module builds that view, without a copy where the layout allows it.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,12 +94,13 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """How an nd array maps to the kernels' ``(outer, n, inner)`` view.
 
     ``perm`` orders the source axes so that ``x.transpose(perm)`` read in C order is the
-    canonical array; ``copy`` says whether building it needs a copy.
+    canonical array; ``copy`` says whether building it needs a copy.  (A NamedTuple: a frozen
+    dataclass took 2-3 us per call to build, through object.__setattr__, and its methods
+    compiled at import.)
     """
 
     shape: tuple[int, ...]

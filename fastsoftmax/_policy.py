@@ -118,6 +118,14 @@ class Policy:
                 return hit
         return None
 
+    def choose_class(self, op: str, dtype: str, size: SizeClass, nthreads: int) -> Choice | None:
+        """The measured (backend, method) for a whole size class (``dtype`` by name), or None:
+        what ``choose`` answers for every shape of the class (the dispatcher's fast path
+        asks it once per class)."""
+        if not self.tables:
+            return None
+        return self._lookup(Key(op, dtype, size, thread_class(nthreads)))
+
     def choose(self, op: str, scheme: str, dtype, shape3, nthreads: int) -> Choice | None:
         """The measured (backend, method) for ``op`` on ``dtype`` arrays of canonical ``shape3``,
         or None when no table names its class (or the dtype has no compiled kernel)."""

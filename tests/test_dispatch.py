@@ -105,6 +105,22 @@ def test_import_is_lazy():
     assert out.stdout.split() == ["False"]
 
 
+def test_auto_calls_load_no_compiler():
+    """The common calls under "auto" (the fast path, and the general path's odd layouts) leave
+    Numba unimported when no table sends them to it, and import no package metadata."""
+    code = ("import sys, numpy as np, fastsoftmax as fs; x = np.ones((4, 5)); "
+            "fs.softmax(x, axis=1); fs.log_softmax(x.T, axis=0); fs.logsumexp(x); "
+            "fs.cross_entropy(x, np.zeros(4, np.int64)); "
+            "print('numba' in sys.modules, 'importlib.metadata' in sys.modules)")
+    env = dict(os.environ, FASTSOFTMAX_NUMBA_BACKGROUND="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
+    if fs.info()["dispatch_table"]["builtin_match"] == "none":
+        assert out.stdout.split() == ["False", "False"]
+    else:  # a table of this CPU's class may send a class to Numba (compiled in the background)
+        assert out.stdout.split()[1] == "False"
+
+
 def test_concurrent_python_threads(backend):
     """Many Python threads calling at once get the right answers."""
     from concurrent.futures import ThreadPoolExecutor

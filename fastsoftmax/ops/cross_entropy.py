@@ -1,4 +1,8 @@
-"""cross_entropy: torch.nn.functional.cross_entropy's options, loss and gradient in one pass."""
+"""cross_entropy: torch.nn.functional.cross_entropy's options, loss and gradient in one pass.
+
+The fast path first (``_dispatch.fast_path``: class-index targets without weights or gradient,
+in one C call, or None), then the general path, ``_cross_entropy``.
+"""
 from __future__ import annotations
 
 import numbers
@@ -117,6 +121,19 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     buffer to write it to, ``logits`` itself included: the gradient then replaces the logits and
     no N x C memory is allocated.  Loss and gradient have the logits' float dtype.
     """
+    fast = _dispatch.fast_path(backend)
+    if fast is not None:
+        res = fast.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                 label_smoothing, axis, return_grad, grad_out)
+        if res is not None:
+            return res
+    return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
+                          axis, return_grad, grad_out, backend)
+
+
+def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, axis,
+                   return_grad, grad_out, backend):
+    """The general path: every input and option, every backend."""
     x = _logits(logits)
     check_choice(reduction, _REDUCTIONS, "reduction")
     smoothing = _smoothing(label_smoothing)

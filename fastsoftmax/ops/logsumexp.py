@@ -1,4 +1,8 @@
-"""logsumexp: a drop-in for ``scipy.special.logsumexp``."""
+"""logsumexp: a drop-in for ``scipy.special.logsumexp``.
+
+The fast path first (``_dispatch.fast_path``: the common call in one C call, or None), then
+the general path, ``_logsumexp``.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -36,6 +40,16 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backen
     With ``return_sign=True`` the result is ``(log|sum|, sign)``; otherwise a negative sum gives
     NaN.  An empty reduction gives -inf.  0-d results come back as NumPy scalars, like scipy's.
     """
+    fast = _dispatch.fast_path(backend)
+    if fast is not None:
+        res = fast.logsumexp(a, axis, b, keepdims, return_sign)
+        if res is not None:
+            return res
+    return _logsumexp(a, axis, b, keepdims, return_sign, backend)
+
+
+def _logsumexp(a, axis, b, keepdims, return_sign, backend):
+    """The general path: every input and option, every backend."""
     arr, barr, res_dtype = _broadcast_b(_canon.as_array(a, "a"), b)
     if arr.ndim == 0:  # scipy works on at least 1-d
         arr = arr.reshape(1)

@@ -1,4 +1,10 @@
-"""softmax and log_softmax: drop-ins for ``scipy.special.softmax`` / ``log_softmax``."""
+"""softmax and log_softmax: drop-ins for ``scipy.special.softmax`` / ``log_softmax``.
+
+Each public function first offers the call to the fast path (``_dispatch.fast_path``: the C
+extension checks the common case and runs the kernel in one call, or returns None) and then
+runs the general path, ``_softmax_like``.  An option the fast path does not know must be
+checked before it is offered the call (pass the call on only with the option at its default).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +16,7 @@ _OPS = {False: _registry.OPS["softmax"], True: _registry.OPS["log_softmax"]}
 
 
 def _softmax_like(x, axis, out, backend, method, log: bool):
+    """The general path: every input and option, every backend."""
     op = _OPS[log]
     arr = _canon.as_array(x, "x")
     res_dtype = _canon.exp_result_dtype(arr.dtype, op.name)
@@ -49,6 +56,11 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
     in-place softmax).  ``backend`` is "auto", "numba", "cython" or "numpy"; ``method`` is "auto",
     "three_pass" (max, exp+sum, scale) or "online" (running max and sum, then scale).
     """
+    fast = _dispatch.fast_path(backend)
+    if fast is not None:
+        res = fast.softmax(x, axis, out, method, False)
+        if res is not None:
+            return res
     return _softmax_like(x, axis, out, backend, method, log=False)
 
 
@@ -57,4 +69,9 @@ def log_softmax(x, axis=None, *, out=None, backend=None, method="auto"):
 
     Same arguments and result dtypes as :func:`softmax`.
     """
+    fast = _dispatch.fast_path(backend)
+    if fast is not None:
+        res = fast.softmax(x, axis, out, method, True)
+        if res is not None:
+            return res
     return _softmax_like(x, axis, out, backend, method, log=True)

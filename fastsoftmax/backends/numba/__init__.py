@@ -22,18 +22,22 @@ Softmax's inner loop is ``rows.expstore1`` (exp(x - m) stored while summing), ca
 ``softmax.softmax_row``.  docs/numba_backend.md has the measurements behind each choice.
 
 Adding an op: its maths in a module of its own, as ``hook``s handed to the factories of rows.py
-(a row function, or a group finish for small rows), and its contract function here.
+(a row function, or a group finish for small rows), and its contract function here, with the
+shapes of its branches in ``_WARM`` (``warm``).
 """
+import numpy as np
+
 from .ce import cross_entropy
 from .explog import exp_apply as _exp_apply, log_apply as _log_apply
 from .lse import logsumexp
-from .rows import x_arg as _x_arg
+from .pool import MIN_WORK as _MIN_WORK
+from .rows import BLOCK as _BLOCK, SMALL_N as _SMALL_N, x_arg as _x_arg
 from .softmax import softmax
 from .backward import softmax_backward
 from .sigmoid import binary_cross_entropy, sigmoid
 
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log",
-           "softmax_backward", "sigmoid", "binary_cross_entropy"]
+           "softmax_backward", "sigmoid", "binary_cross_entropy", "warm"]
 from .sampling import sample_candidates
 
 __all__ += ["sample_candidates"]
@@ -47,3 +51,69 @@ def exp(x, out):
 def log(x, out):
     """The elementwise log of the kernels (``explog.flog``); out may be x."""
     _log_apply(_x_arg(x, out), out)
+
+
+# ------------------------------------------------------------------------------ warm-up
+# For each contract function: the shapes that take each of its branches (a row of
+# <= SMALL_N elements, a longer one, one past BLOCK for the online kernel, a row long enough to
+# be split over two threads, inner > 1), as (array shapes by argument index, nthreads).
+def _softmax_shapes():
+    long_row = 2 * _MIN_WORK + _BLOCK
+    for shape3, nt in (((2, 3, 1), 1), ((2, _SMALL_N + 5, 1), 1), ((2, 2 * _BLOCK + 3, 1), 1),
+                       ((1, long_row, 1), 2), ((2, 3, 2), 1), ((1, 3, 40), 2)):
+        yield {0: shape3, 1: shape3}, nt
+
+
+def _lse_shapes():
+    for shape3, nt in (((2, 3, 1), 1), ((2, _SMALL_N + 5, 1), 1), ((2, 3, 2), 1)):
+        yield {0: shape3, 1: shape3, 2: shape3[::2], 3: shape3[::2]}, nt
+
+
+def _ce_shapes():
+    for N, C in ((2, 3), (2, _SMALL_N + 5)):
+        yield {0: (N, C), 1: (N,), 2: (N, C), 3: (C,), 7: (N,), 8: (N, C)}, 1
+
+
+_WARM = {"softmax": (softmax, _softmax_shapes, {}),
+         "logsumexp": (logsumexp, _lse_shapes, {}),
+         "cross_entropy": (cross_entropy, _ce_shapes, {4: -100, 5: 0.0, 6: 1.0})}
+
+
+def _array_like(spec, shape, first):
+    """A zero array of ``shape`` with the dtype and flags ``spec`` names (_dispatch.signature),
+    or ``first`` itself where spec says the argument is the first one's buffer."""
+    _, dtype, _, writeable, aligned, alias = spec
+    if alias:
+        return first
+    dt = np.dtype(dtype)
+    if aligned:
+        a = np.zeros(shape, dt)
+    else:
+        nbytes = int(np.prod(shape)) * dt.itemsize
+        a = np.frombuffer(bytearray(nbytes + 1), dt, offset=1).reshape(shape)
+    if not writeable:
+        a.flags.writeable = False
+    return a
+
+
+def warm(entry, spec):
+    """Compile (or load from Numba's cache) every kernel the contract function ``entry`` runs for
+    arguments of the signature ``spec`` (``fastsoftmax._dispatch.signature``: per argument None,
+    an array's dtype and flags, a bool's or str's value, another value's type), by calling it on
+    small zero arrays of those types in the shapes of each of its branches.  "auto" runs this in
+    a background thread before it lets Numba take calls of that signature."""
+    fn, shapes, scalars = _WARM[entry]
+    for arrays, nt in shapes():
+        args = []
+        for i, s in enumerate(spec):
+            if s is None:
+                args.append(None)
+            elif s[0] == "a":
+                args.append(_array_like(s, arrays[i], args[0] if args else None))
+            elif s[0] == "v":
+                args.append(s[1])
+            elif i == len(spec) - 1:        # the thread budget, last in every contract call
+                args.append(s[1](nt))
+            else:
+                args.append(s[1](scalars[i]))
+        fn(*args)
