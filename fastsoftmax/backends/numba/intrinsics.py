@@ -7,7 +7,8 @@ Intrinsics (hand-written LLVM IR; each one vectorizes like a plain operation):
   ``fmax``);
 * ``f64_as_i64`` / ``i64_as_f64``: bitcasts (Numba has no scalar bitcast), for log;
 * ``scale_by_kf`` / ``scale_by_kf_neg``: p * 2^n with n read from the bits of exp's rounding
-  float, for exp.
+  float, for exp; ``pow2_of_kf``: the power of two whose biased exponent sits in the low bits of
+  exp's rounding float (one integer shift: the magic-bias trick).
 
 Compile-time helpers (``@overload``, inlined; the branch on None costs nothing at run time):
 * ``like(a, v)``: v in a's float type;
@@ -22,7 +23,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 import numpy as np
 
-__all__ = ["radd", "fmax", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg",
+__all__ = ["radd", "fmax", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg", "pow2_of_kf",
            "like", "pick", "rowof", "block", "block3"]
 
 
@@ -133,6 +134,24 @@ def scale_by_kf_neg(typingctx, p, kf):
         return builder.fmul(builder.fmul(pv, sc), ir.Constant(fty, 2.0 ** -B))
 
     return p(p, kf), codegen
+
+
+@intrinsic
+def pow2_of_kf(typingctx, kf):
+    """The float whose bits are kf's bits shifted left by the mantissa width: with kf = 1.5 *
+    2^mant + bias + n (the rounding float of exp, its exponent bias folded into the magic
+    constant), that is 2^n, for 1 <= bias + n < 2^exponent-bits.  One integer shift."""
+    if not isinstance(kf, types.Float):
+        return None
+    bits = kf.bitwidth
+    mant = 23 if bits == 32 else 52
+
+    def codegen(context, builder, sig, args):
+        ity = ir.IntType(bits)
+        i = builder.bitcast(args[0], ity)
+        return builder.bitcast(builder.shl(i, ir.Constant(ity, mant)), args[0].type)
+
+    return kf(kf), codegen
 
 
 # ----------------------------------------------------------------------------- compile-time helpers

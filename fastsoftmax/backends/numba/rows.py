@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from .explog import fexp, fexpd, fexpn
+from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
 from .intrinsics import block, fmax, like, pick, radd
 from .jit import JIT, cjit, hook, named
 
@@ -72,15 +72,16 @@ def sumexp1(v, m):
         vb = v[a:min(a + SUB, n)]
         ps = like(m, 0.0)
         for j in range(vb.shape[0]):
-            ps = radd(ps, fexpn(vb[j] - m))
+            ps = radd(ps, fexps(vb[j] - m))
         s += np.float64(ps)
-    return s
+    return s * EXP_UNSCALE
 
 
 @cjit(**JIT)
 def expstore1(x, o, m):
-    """o = exp(src - m), returns sum(o) in float64 (partial sums of SUB elements in the
-    input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
+    """o = exp(src - m) * EXP_SCALE (2^64: explog.fexps), returns sum(o) in float64 (partial
+    sums of SUB elements in the input dtype); x None: src is o (in place).  For softmax, whose
+    1/s needs no more and divides the scale out with the sum."""
     n = o.shape[0]
     s = 0.0
     for a in range(0, n, SUB):
@@ -89,7 +90,7 @@ def expstore1(x, o, m):
         vb = block(x, ob, a, b)
         ps = like(m, 0.0)
         for j in range(ob.shape[0]):
-            e = fexpd(vb[j], m)
+            e = fexpsd(vb[j], m)
             ob[j] = e
             ps = radd(ps, e)
         s += np.float64(ps)
@@ -140,11 +141,11 @@ def shiftstore1(x, o, m, neg):
             d = vb[j] - m
             ob[j] = d
             if neg:
-                ps = radd(ps, fexpn(d))
+                ps = radd(ps, fexps(d))
             else:
                 ps = radd(ps, fexp(d))
         s += np.float64(ps)
-    return s
+    return s * EXP_UNSCALE if neg else s
 
 
 @cjit(**JIT)
@@ -172,7 +173,8 @@ def logout1(x, o, m, ls):
 def block_stats(x, o, j0, j1, store, bm, bs):
     """Block statistics of src[j0:j1] (j0 a multiple of BLOCK; x None: src is o):
     bm[b] = block max, bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o when
-    ``store``.  A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has
+    ``store`` (both then scaled by EXP_SCALE, as in expstore1: softmax's second pass divides
+    by the merged scaled sum).  A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has
     bs = NaN."""
     src = pick(x, o)
     b = j0 // BLOCK
