@@ -40,7 +40,7 @@ from .jit import JIT, cjit, hook, named
 
 __all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
            "expstore1x", "shiftstore1", "sub1", "scale1", "logout1", "block_stats",
-           "merge_blocks", "no_setup", "keep", "finite_or_zero", "exp_shifted", "rows_kernel",
+           "merge_blocks", "EXACT_BELOW", "log_sum_exact", "log_of_sum", "no_setup", "keep", "finite_or_zero", "exp_shifted", "rows_kernel",
            "small_rows_kernel", "inner_kernel", "x_arg"]
 
 BLOCK = 2048          # online softmax block (elements); a block stays in L1
@@ -166,6 +166,43 @@ def logout1(x, o, m, ls):
     src = pick(x, o)
     for j in range(o.shape[0]):
         o[j] = (src[j] - m) - ls
+
+
+# ------------------------------------------------------------- log_softmax's dominant entry
+EXACT_BELOW = 2.0     # rows whose s = sum exp(x - m) is below this get log(s) from the rest-sum
+
+
+@cjit(**JIT)
+def log_sum_exact(src, m):
+    """log(sum exp(src - m)) to an ulp or two however close the sum is to 1: the max terms
+    counted apart (k), the others summed in float64 (rest, each exp(src - m) with the rounding
+    error of the subtraction recovered by 2Sum), log(k) + log1p(rest / k).  m: the finite max
+    of src, as float64.  A second pass over the row, for the rare rows whose sum is below
+    EXACT_BELOW: there s = 1 + rest has lost the digits of rest that -log(s), the dominant
+    entry of log_softmax, is made of (log_softmax([0, -60]) would be 0, not -8.8e-27)."""
+    rest = 0.0
+    k = 0.0
+    for j in range(src.shape[0]):
+        a = np.float64(src[j])
+        if a == m:
+            k += 1.0
+        else:
+            d = a - m
+            bp = d - a
+            err = (a - (d - bp)) + (-m - bp)
+            if d > -746.0:           # exp underflows (and -inf gives err NaN) below
+                e = fexpn(d)
+                rest += e + e * err
+    return math.log(k) + math.log1p(rest / k)
+
+
+@cjit(**JIT)
+def log_of_sum(src, m, s):
+    """log(s) of a row's s = sum exp(src - m) (m its finite max, float64), from the rest-sum
+    (log_sum_exact) when 1 <= s < EXACT_BELOW."""
+    if s >= 1.0 and s < EXACT_BELOW:
+        return log_sum_exact(src, m)
+    return math.log(s)
 
 
 # ------------------------------------------------------------------------ online statistics
