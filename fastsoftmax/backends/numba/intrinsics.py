@@ -5,6 +5,8 @@ Intrinsics (hand-written LLVM IR; each one vectorizes like a plain operation):
   while every other instruction keeps strict IEEE semantics;
 * ``fmax``: ``llvm.maxnum`` with ``nnan`` and ``nsz`` (a plain vmaxps; the NaN rule at
   ``fmax``);
+* ``claim``: an atomic fetch-and-add on a counter (an int64 array's first element), by which
+  threads claim the next chunk of work without the GIL;
 * ``f64_as_i64`` / ``i64_as_f64``: bitcasts (Numba has no scalar bitcast), for log;
 * ``scale_by_kf`` / ``scale_by_kf_neg``: p * 2^n with n read from the bits of exp's rounding
   float, for exp; ``pow2_of_kf``: the power of two whose biased exponent sits in the low bits of
@@ -23,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 import numpy as np
 
-__all__ = ["radd", "fmax", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg", "pow2_of_kf",
+__all__ = ["radd", "fmax", "claim", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg", "pow2_of_kf",
            "like", "pick", "rowof", "block", "block3"]
 
 
@@ -59,6 +61,20 @@ def fmax(typingctx, a, b):
         return builder.call(fn, args, fastmath=("nnan", "nsz"))
 
     return a(a, b), codegen
+
+
+@intrinsic
+def claim(typingctx, ctr):
+    """ctr[0] += 1, atomically (sequentially consistent); returns the old value: the index of
+    the chunk this thread has claimed.  ctr: a 1-D int64 array (no bounds check)."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64 and ctr.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return types.int64(ctr), codegen
 
 
 # ----------------------------------------------------------------------------- bit tricks

@@ -13,16 +13,22 @@ in place; ``io`` the output that a call may write its input into (or None); ``ar
 own arguments, a tuple that reaches the op's pieces unpacked (``*args``: as parameters of their
 own, so that ``if w is None`` branches are pruned at compile time):
 
-* ``rows_kernel(name, rows)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an (N, n)
-  array, ``rows(x, io, r0, r1, *args)`` looping over them with the op's maths;
+* ``rows_kernel(name, rows)`` -> ``name(x, io, args, r0, r1, step, ctr)``: rows [r0, r1) of an
+  (N, n) array, ``rows(x, io, a, b, *args)`` looping over a chunk of them with the op's maths;
 * ``small_rows_kernel(name, shift, ex, finish, setup, count_max)`` -> ``name(x, io, args, r0,
-  r1)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
+  r1, step, ctr)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
   row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
   covers the group and vectorizes whatever n is; per-row float64 sums s of e (and counts k of the
   max terms); then ``finish`` (the op's logs, one vectorized loop per group, and its outputs);
-* ``inner_kernel(name, body)`` -> ``name(x, io, args, o0, o1, k0, k1)``: an (outer, n, inner)
+* ``inner_kernel(name, body)`` -> ``name(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr)``: an
+  (outer, n, inner)
   array reduced along axis 1, ``body(x, io, o0, o1, k0, k1, *args)`` vectorized along the
   contiguous inner columns [k0, k1) of the outer slices [o0, o1).
+
+Chunks: the range is cut into chunks of ``step`` rows (``ostep`` x ``kstep`` for inner), which
+each thread calling the kernel claims one after the other with an atomic fetch-and-add on
+``ctr[0]`` (``intrinsics.claim``), in native code, without the GIL: one Python-level call per
+thread, however many chunks.  ``step >= r1 - r0``: one chunk, ``ctr`` never touched.
 
 small_rows_kernel's ``setup(src, R, *args)`` returns the per-call workspace ``ws`` (scratch
 arrays, constants) handed to ``finish``; ``no_setup`` returns None.  The pieces are ``hook``s
@@ -35,7 +41,7 @@ import math
 import numpy as np
 
 from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
-from .intrinsics import block, fmax, like, pick, radd
+from .intrinsics import block, claim, fmax, like, pick, radd
 from .jit import JIT, cjit, hook, named
 
 __all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
@@ -285,8 +291,17 @@ def rows_kernel(name, rows):
     known not to alias anything; passed in from outside they would need LLVM's run-time checks).
     A hook called per row instead, with ``*args``, would incref and decref every array of args
     row after row: 20% at 100-element rows."""
-    def kernel(x, io, args, r0, r1):
-        rows(x, io, r0, r1, *args)
+    def kernel(x, io, args, r0, r1, step, ctr):
+        if step >= r1 - r0:
+            rows(x, io, r0, r1, *args)
+            return
+        nc = (r1 - r0 + step - 1) // step
+        while True:
+            c = claim(ctr)
+            if c >= nc:
+                return
+            a = r0 + c * step
+            rows(x, io, a, min(a + step, r1), *args)
     return named(kernel, name, rows.__doc__)
 
 
@@ -304,7 +319,7 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
     over the rows of a group vectorize).  finish may overwrite s (e.g. with log(s): one vectorized
     loop per group, where a libm call per row would dominate).  Rows are indexed, never sliced:
     a slice costs an NRT incref / decref pair (atomic) per row, 10-30% at 10-element rows."""
-    def kernel(x, io, args, r0, r1):
+    def kernel(x, io, args, r0, r1, step, ctr):
         src = pick(x, io)
         n = src.shape[1]
         R = max(1, SMALL_BLOCK // n)
@@ -315,30 +330,36 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
         s = np.empty(R, np.float64)
         k = np.empty(R, np.float64)
         ws = setup(src, R, *args)
-        for base in range(r0, r1, R):
-            rows = min(R, r1 - base)
-            for r in range(rows):
-                i = base + r
-                mx = src[i, 0]
-                for j in range(1, n):
-                    mx = fmax(mx, src[i, j])
-                mx = shift(mx)
-                m[r] = mx
-                for j in range(n):
-                    mr[r * n + j] = mx
-            xb = sf[base * n:(base + rows) * n]
-            for q in range(xb.shape[0]):
-                e[q] = ex(xb[q], mr[q])
-            for r in range(rows):
-                t = 0.0
-                kk = 0.0
-                for j in range(n):
-                    t += np.float64(e[r * n + j])
-                    if count_max:
-                        kk += 1.0 if xb[r * n + j] == m[r] else 0.0
-                s[r] = t
-                k[r] = kk
-            finish(x, io, ws, base, rows, m, k, e, s, *args)
+        nc = 1 if step >= r1 - r0 else (r1 - r0 + step - 1) // step
+        c = 0 if nc == 1 else claim(ctr)
+        while c < nc:       # the chunks [c0, c1) this thread claims (one: the whole range)
+            c0 = r0 + c * step
+            c1 = min(c0 + step, r1)
+            c = nc if nc == 1 else claim(ctr)
+            for base in range(c0, c1, R):
+                rows = min(R, c1 - base)
+                for r in range(rows):
+                    i = base + r
+                    mx = src[i, 0]
+                    for j in range(1, n):
+                        mx = fmax(mx, src[i, j])
+                    mx = shift(mx)
+                    m[r] = mx
+                    for j in range(n):
+                        mr[r * n + j] = mx
+                xb = sf[base * n:(base + rows) * n]
+                for q in range(xb.shape[0]):
+                    e[q] = ex(xb[q], mr[q])
+                for r in range(rows):
+                    t = 0.0
+                    kk = 0.0
+                    for j in range(n):
+                        t += np.float64(e[r * n + j])
+                        if count_max:
+                            kk += 1.0 if xb[r * n + j] == m[r] else 0.0
+                    s[r] = t
+                    k[r] = kk
+                finish(x, io, ws, base, rows, m, k, e, s, *args)
     return named(kernel, name, finish.__doc__)
 
 
@@ -347,8 +368,19 @@ def inner_kernel(name, body):
     ``body(x, io, o0, o1, k0, k1, *args)``, the op's loop over the outer slices [o0, o1),
     vectorized along the inner columns [k0, k1) (per-column vectors allocated in it: with
     them passed in, float32 inner softmax / logsumexp ran 3-13% slower)."""
-    def kernel(x, io, args, o0, o1, k0, k1):
-        body(x, io, o0, o1, k0, k1, *args)
+    def kernel(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr):
+        nco = (o1 - o0 + ostep - 1) // ostep
+        nck = (k1 - k0 + kstep - 1) // kstep
+        if nco * nck <= 1:
+            body(x, io, o0, o1, k0, k1, *args)
+            return
+        while True:
+            c = claim(ctr)
+            if c >= nco * nck:
+                return
+            a = o0 + (c // nck) * ostep
+            kk = k0 + (c % nck) * kstep
+            body(x, io, a, min(a + ostep, o1), kk, min(kk + kstep, k1), *args)
     return named(kernel, name, body.__doc__)
 
 

@@ -18,9 +18,9 @@ import math
 import numpy as np
 
 from .explog import fexp, fexpd, log64
-from .intrinsics import block3, fmax, like, pick, rowof
+from .intrinsics import block3, claim, fmax, like, pick, rowof
 from .jit import JIT, cjit, hook
-from .pool import SMALL_COST, bounds, nchunks, nthreads_for, run, split_inner, split_rows
+from .pool import SMALL_COST, nchunks, nthreads_for, run_claimed, split_inner, split_rows
 from .rows import (BLOCK, EXACT_BELOW, SMALL_N, block_stats, exp_shifted, expstore1,
                    finite_or_zero, inner_kernel, keep, log_of_sum, log_sum_exact, logout1, max1,
                    merge_blocks, rows_kernel, scale1, shiftstore1, small_rows_kernel, sub1,
@@ -119,19 +119,41 @@ def _online_loop(x, out, r0, r1, log):
 _rows_online = rows_kernel("softmax_rows_online", _online_loop)
 
 
+@cjit(**JIT)
+def _stats_claimed(x, o, n, step, ctr, store, bm, bs):
+    """block_stats over the chunks [j0, j0 + step) of [0, n) this thread claims."""
+    nc = (n + step - 1) // step
+    while True:
+        c = claim(ctr)
+        if c >= nc:
+            return
+        block_stats(x, o, c * step, min(c * step + step, n), store, bm, bs)
+
+
+@cjit(**JIT)
+def _pass2_claimed(x, o, n, step, ctr, log, bm, m, s):
+    """online_pass2 over the chunks of [0, n) this thread claims."""
+    nc = (n + step - 1) // step
+    while True:
+        c = claim(ctr)
+        if c >= nc:
+            return
+        online_pass2(x, o, c * step, min(c * step + step, n), log, bm, m, s)
+
+
 def _long_rows_threaded(x2, o2, log, nt):
-    """Few long rows, several threads: each row's blocks split over the threads (online)."""
+    """Few long rows, several threads: each row's blocks split over the threads (online), the
+    chunks claimed in the kernels."""
     rows, n = o2.shape
     nb = -(-n // BLOCK)
     bm = np.empty(nb, o2.dtype)
     bs = np.empty(nb, np.float64)
     k = nchunks(nt, nb, n)
-    b = bounds(0, n, k, align=BLOCK)
+    step = -(-(-(-n // k)) // BLOCK) * BLOCK
     for i in range(rows):
         xi = None if x2 is None else x2[i]
         oi = o2[i]
-        run([(lambda j0=b[t], j1=b[t + 1]: block_stats(xi, oi, j0, j1, not log, bm, bs))
-             for t in range(k) if b[t] < b[t + 1]], nt)
+        run_claimed(lambda ctr: _stats_claimed(xi, oi, n, step, ctr, not log, bm, bs), nt)
         m, s, ok = merge_blocks(bm, bs)
         if not ok:  # a non-finite row: softmax all NaN, log_softmax in three passes
             if log:
@@ -141,8 +163,7 @@ def _long_rows_threaded(x2, o2, log, nt):
             continue
         if log:
             s = log_of_sum(oi if xi is None else xi, m, s)
-        run([(lambda j0=b[t], j1=b[t + 1]: online_pass2(xi, oi, j0, j1, log, bm, m, s))
-             for t in range(k) if b[t] < b[t + 1]], nt)
+        run_claimed(lambda ctr: _pass2_claimed(xi, oi, n, step, ctr, log, bm, m, s), nt)
 
 
 # ---------------------------------------------------------------------- rows: many short rows
