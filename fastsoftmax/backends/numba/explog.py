@@ -17,8 +17,8 @@ exp(x), Cody-Waite range reduction:
                                     subnormal results and overflow to +inf come out of the last product)
   float32 works in float32 (8 lanes per AVX2 register, 16 with AVX-512), float64 in float64.
   exp(0) == 1 exactly (n = 0, r = 0), exp(-inf) == 0 (clamped to lo), exp(+inf) == +inf (clamped to
-  hi, whose 2^n overflows), NaN propagates through r and p.  The variant for arguments <= 0
-  (``fexpn``, ``fexpd``: every x - max) drops the upper clamp and builds 2^n in one factor.
+  hi, whose 2^n overflows), NaN propagates through r and p.  The hot loops' variant for
+  arguments <= 0 (``fexps``, ``fexpn``, ``fexpd``: every x - max) is described below.
 
 log(x), fdlibm / musl reduction:
     x = 2^k * (1 + f), 1 + f in [sqrt(2)/2, sqrt(2)),   s = f / (2 + f)
@@ -39,10 +39,10 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .intrinsics import f64_as_i64, i64_as_f64, pick, pow2_of_kf, scale_by_kf, scale_by_kf_neg
+from .intrinsics import f64_as_i64, i64_as_f64, pick, pow2_of_kf, scale_by_kf
 from .jit import JIT, cjit
 
-__all__ = ["fexp", "fexpd", "fexpn", "fexps", "fexpsd", "EXP_SCALE", "EXP_UNSCALE", "flog", "exp32", "exp64", "exp32d", "log32", "log64",
+__all__ = ["fexp", "fexpd", "fexpdx", "fexpn", "fexps", "fexpsd", "EXP_SCALE", "EXP_UNSCALE", "flog", "exp32", "exp64", "exp32d", "log32", "log64",
            "exp_apply", "expn_apply", "expd_apply", "log_apply"]
 
 _EXP_JIT = dict(error_model="numpy", fastmath={"contract"})   # FMA allowed, nothing else
@@ -96,17 +96,6 @@ def _exp32_core(x, err):
         err = _F32_ZERO
     p, kf = _exp32_poly(xc, err)
     return scale_by_kf(p, kf)
-
-
-@cjit(**_EXP_JIT)
-def _exp32n_core(x, err):
-    """_exp32_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
-    xc = x
-    if xc < _E32_LO:
-        xc = _E32_LO
-        err = _F32_ZERO
-    p, kf = _exp32_poly(xc, err)
-    return scale_by_kf_neg(p, kf)
 
 
 @cjit(**_EXP_JIT)
@@ -165,17 +154,6 @@ def _exp64_core(x, err):
 
 
 @cjit(**_EXP_JIT)
-def _exp64n_core(x, err):
-    """_exp64_core for x <= 0 (or NaN): no upper clamp, cheaper scaling."""
-    xc = x
-    if xc < _E64_LO:
-        xc = _E64_LO
-        err = 0.0
-    p, kf = _exp64_poly(xc, err)
-    return scale_by_kf_neg(p, kf)
-
-
-@cjit(**_EXP_JIT)
 def exp64(x):
     """exp of a float64 scalar (vectorizable)."""
     return _exp64_core(x, 0.0)
@@ -228,12 +206,15 @@ def _exp32s(d, err):
 
 
 @cjit(**_EXP_JIT)
-def _exp64s(d):
-    """exp(d) * 2^64 for float64 d <= 0 or NaN; 0 for d < -746."""
+def _exp64s(d, err):
+    """exp(d + err) * 2^64 for float64 d <= 0 or NaN (err: None, or the rounding error of d);
+    0 for d < -746."""
     kf = d * _E64_LOG2E + _ES64_MAGIC
     nf = kf - _ES64_MAGIC
     t = d - nf * _E64_LN2HI
     t = t - nf * _E64_LN2LO
+    if err is not None:
+        t = t + err
     q = _Q9 * t + _Q8
     q = q * t + _Q7
     q = q * t + _Q6
@@ -364,6 +345,34 @@ def exp32d(x, m):
     return exp32sd(x, m) * _F32_UNSCALE
 
 
+@cjit(**_EXP_JIT)
+def _twosum_err64(x, m, d):
+    """The rounding error of d = x - m (2Sum), float64."""
+    bp = d - x
+    return (x - (d - bp)) + (-m - bp)
+
+
+@cjit(**_EXP_JIT)
+def exp64dx(x, m):
+    """exp(x - m), float64, the subtraction made exact by 2Sum (not scipy's rounded x - m)."""
+    d = x - m
+    return _exp64s(d, _twosum_err64(x, m, d)) * EXP_UNSCALE
+
+
+def fexpdx(x, m):
+    """exp(x - m) for x <= m with the rounding error of x - m recovered in both float types
+    (fexpd keeps float64's rounded difference, like scipy); njit only."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(fexpdx, inline="always")
+def _ov_fexpdx(x, m):
+    if x == types.float32 and m == types.float32:
+        return lambda x, m: exp32d(x, m)
+    if x == types.float64 and m == types.float64:
+        return lambda x, m: exp64dx(x, m)
+
+
 def fexps(d):
     """exp(d) * EXP_SCALE (2^64) for d <= 0 or NaN (an argument x - max): the hot loops' exp,
     whose sums are unscaled once per block in float64 (exactly); d > 0 gives garbage.  njit
@@ -382,7 +391,7 @@ def _ov_fexps(d):
     if d == types.float32:
         return lambda d: _exp32s(d, None)
     if d == types.float64:
-        return lambda d: _exp64s(d)
+        return lambda d: _exp64s(d, None)
 
 
 @overload(fexpsd, inline="always")
@@ -390,7 +399,7 @@ def _ov_fexpsd(x, m):
     if x == types.float32 and m == types.float32:
         return lambda x, m: exp32sd(x, m)
     if x == types.float64 and m == types.float64:
-        return lambda x, m: _exp64s(x - m)
+        return lambda x, m: _exp64s(x - m, None)
 
 
 @overload(fexpd, inline="always")
@@ -398,7 +407,7 @@ def _ov_fexpd(x, m):
     if x == types.float32 and m == types.float32:
         return lambda x, m: exp32d(x, m)
     if x == types.float64 and m == types.float64:
-        return lambda x, m: _exp64s(x - m) * EXP_UNSCALE
+        return lambda x, m: _exp64s(x - m, None) * EXP_UNSCALE
 
 
 @overload(fexpn, inline="always")
@@ -406,7 +415,7 @@ def _ov_fexpn(d):
     if d == types.float32:
         return lambda d: _exp32s(d, None) * _F32_UNSCALE
     if d == types.float64:
-        return lambda d: _exp64s(d) * EXP_UNSCALE
+        return lambda d: _exp64s(d, None) * EXP_UNSCALE
 
 
 @overload(flog, inline="always")

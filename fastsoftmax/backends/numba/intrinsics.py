@@ -8,7 +8,7 @@ Intrinsics (hand-written LLVM IR; each one vectorizes like a plain operation):
 * ``claim``: an atomic fetch-and-add on a counter (an int64 array's first element), by which
   threads claim the next chunk of work without the GIL;
 * ``f64_as_i64`` / ``i64_as_f64``: bitcasts (Numba has no scalar bitcast), for log;
-* ``scale_by_kf`` / ``scale_by_kf_neg``: p * 2^n with n read from the bits of exp's rounding
+* ``scale_by_kf``: p * 2^n with n read from the bits of exp's rounding
   float, for exp; ``pow2_of_kf``: the power of two whose biased exponent sits in the low bits of
   exp's rounding float (one integer shift: the magic-bias trick).
 
@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 import numpy as np
 
-__all__ = ["radd", "fmax", "claim", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg", "pow2_of_kf",
+__all__ = ["radd", "fmax", "claim", "f64_as_i64", "i64_as_f64", "scale_by_kf", "pow2_of_kf",
            "like", "pick", "rowof", "block", "block3"]
 
 
@@ -123,31 +123,6 @@ def scale_by_kf(typingctx, p, kf):
         s1 = builder.bitcast(builder.shl(builder.add(n1, ir.Constant(ity, bias)), ir.Constant(ity, mant)), fty)
         s2 = builder.bitcast(builder.shl(builder.add(n2, ir.Constant(ity, bias)), ir.Constant(ity, mant)), fty)
         return builder.fmul(builder.fmul(pv, s1), s2)
-
-    return p(p, kf), codegen
-
-
-@intrinsic
-def scale_by_kf_neg(typingctx, p, kf):
-    """scale_by_kf for n <= 0 only (exp of a non-positive argument): 2**(n + B) from the
-    exponent bits (B = 64 / 512 keeps it a normal number down to the underflow threshold), then
-    one multiplication by the constant 2**-B, where subnormal results round once.  Half the
-    integer work of the two-factor version."""
-    if not (isinstance(p, types.Float) and p == kf):
-        return None
-    bits = p.bitwidth
-    mant = 23 if bits == 32 else 52
-    bias = 127 if bits == 32 else 1023
-    B = 64 if bits == 32 else 512
-    magic_bits = 0x4B400000 if bits == 32 else 0x4338000000000000
-
-    def codegen(context, builder, sig, args):
-        pv, kv = args
-        fty = pv.type
-        ity = ir.IntType(bits)
-        e = builder.add(builder.bitcast(kv, ity), ir.Constant(ity, bias + B - magic_bits))
-        sc = builder.bitcast(builder.shl(e, ir.Constant(ity, mant)), fty)
-        return builder.fmul(builder.fmul(pv, sc), ir.Constant(fty, 2.0 ** -B))
 
     return p(p, kf), codegen
 

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
+from .explog import EXP_UNSCALE, fexp, fexpdx, fexpn, fexps, fexpsd
 from .intrinsics import block, claim, fmax, like, pick, radd
 from .jit import JIT, cjit, hook, named
 
@@ -182,23 +182,19 @@ EXACT_BELOW = 2.0     # rows whose s = sum exp(x - m) is below this get log(s) f
 def log_sum_exact(src, m):
     """log(sum exp(src - m)) to an ulp or two however close the sum is to 1: the max terms
     counted apart (k), the others summed in float64 (rest, each exp(src - m) with the rounding
-    error of the subtraction recovered by 2Sum), log(k) + log1p(rest / k).  m: the finite max
-    of src, as float64.  A second pass over the row, for the rare rows whose sum is below
-    EXACT_BELOW: there s = 1 + rest has lost the digits of rest that -log(s), the dominant
-    entry of log_softmax, is made of (log_softmax([0, -60]) would be 0, not -8.8e-27)."""
+    error of the subtraction recovered by 2Sum: explog.fexpdx), log(k) + log1p(rest / k).  m:
+    the finite max of src, as float64.  A second pass over the row (vectorized), for the rows
+    whose sum is below EXACT_BELOW: there s = 1 + rest has lost the digits of rest that
+    -log(s), the dominant entry of log_softmax, is made of (log_softmax([0, -60]) would be 0,
+    not -8.8e-27)."""
+    mm = like(src[0], m)        # exact: m is an element of src
     rest = 0.0
     k = 0.0
     for j in range(src.shape[0]):
-        a = np.float64(src[j])
-        if a == m:
-            k += 1.0
-        else:
-            d = a - m
-            bp = d - a
-            err = (a - (d - bp)) + (-m - bp)
-            if d > -746.0:           # exp underflows (and -inf gives err NaN) below
-                e = fexpn(d)
-                rest += e + e * err
+        v = src[j]
+        e = np.float64(fexpdx(v, mm))       # -inf: 0
+        rest = radd(rest, e if v != mm else 0.0)
+        k = radd(k, 1.0 if v == mm else 0.0)
     return math.log(k) + math.log1p(rest / k)
 
 
