@@ -42,8 +42,9 @@ from numba.extending import overload
 from .intrinsics import f64_as_i64, i64_as_f64, pick, pow2_of_kf, scale_by_kf
 from .jit import JIT, cjit
 
-__all__ = ["fexp", "fexpd", "fexpdx", "fexpn", "fexps", "fexpsd", "EXP_SCALE", "EXP_UNSCALE", "flog", "exp32", "exp64", "exp32d", "log32", "log64",
-           "exp_apply", "expn_apply", "expd_apply", "log_apply"]
+__all__ = ["fexp", "fexpd", "fexpdx", "fexpn", "fexps", "fexpsd", "EXP_SCALE", "EXP_UNSCALE",
+           "flog", "exp32", "exp64", "exp32d", "log32", "log64", "exp_apply", "expn_apply",
+           "expd_apply", "log_apply"]
 
 _EXP_JIT = dict(error_model="numpy", fastmath={"contract"})   # FMA allowed, nothing else
 

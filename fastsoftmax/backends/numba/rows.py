@@ -16,13 +16,12 @@ own, so that ``if w is None`` branches are pruned at compile time):
 * ``rows_kernel(name, rows)`` -> ``name(x, io, args, r0, r1, step, ctr)``: rows [r0, r1) of an
   (N, n) array, ``rows(x, io, a, b, *args)`` looping over a chunk of them with the op's maths;
 * ``small_rows_kernel(name, shift, ex, finish, setup, count_max)`` -> ``name(x, io, args, r0,
-  r1, step, ctr)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
-  row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
+  r1, step, ctr)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK``
+  elements): each row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
   covers the group and vectorizes whatever n is; per-row float64 sums s of e (and counts k of the
   max terms); then ``finish`` (the op's logs, one vectorized loop per group, and its outputs);
 * ``inner_kernel(name, body)`` -> ``name(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr)``: an
-  (outer, n, inner)
-  array reduced along axis 1, ``body(x, io, o0, o1, k0, k1, *args)`` vectorized along the
+  (outer, n, inner) array reduced along axis 1, ``body(x, io, o0, o1, k0, k1, *args)`` vectorized along the
   contiguous inner columns [k0, k1) of the outer slices [o0, o1).
 
 Chunks: the range is cut into chunks of ``step`` rows (``ostep`` x ``kstep`` for inner), which
@@ -46,7 +45,8 @@ from .jit import JIT, cjit, hook, named
 
 __all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
            "expstore1x", "shiftstore1", "sub1", "scale1", "logout1", "block_stats",
-           "merge_blocks", "EXACT_BELOW", "log_sum_exact", "log_of_sum", "no_setup", "keep", "finite_or_zero", "exp_shifted", "rows_kernel",
+           "merge_blocks", "EXACT_BELOW", "log_sum_exact", "log_of_sum", "no_setup", "keep",
+           "finite_or_zero", "exp_shifted", "rows_kernel",
            "small_rows_kernel", "inner_kernel", "x_arg"]
 
 BLOCK = 2048          # online softmax block (elements); a block stays in L1
@@ -213,8 +213,8 @@ def block_stats(x, o, j0, j1, store, bm, bs):
     """Block statistics of src[j0:j1] (j0 a multiple of BLOCK; x None: src is o):
     bm[b] = block max, bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o when
     ``store`` (both then scaled by EXP_SCALE, as in expstore1: softmax's second pass divides
-    by the merged scaled sum).  A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has
-    bs = NaN."""
+    by the merged scaled sum).  A block of -inf has bs = 0 (and zeros in o); a block whose max
+    is NaN/+inf has bs = NaN."""
     src = pick(x, o)
     b = j0 // BLOCK
     for a in range(j0, j1, BLOCK):
