@@ -5,9 +5,12 @@ Intrinsics (hand-written LLVM IR; each one vectorizes like a plain operation):
   while every other instruction keeps strict IEEE semantics;
 * ``fmax``: ``llvm.maxnum`` with ``nnan`` and ``nsz`` (a plain vmaxps; the NaN rule at
   ``fmax``);
+* ``claim``: an atomic fetch-and-add on a counter (an int64 array's first element), by which
+  threads claim the next chunk of work without the GIL;
 * ``f64_as_i64`` / ``i64_as_f64``: bitcasts (Numba has no scalar bitcast), for log;
-* ``scale_by_kf`` / ``scale_by_kf_neg``: p * 2^n with n read from the bits of exp's rounding
-  float, for exp.
+* ``scale_by_kf``: p * 2^n with n read from the bits of exp's rounding
+  float, for exp; ``pow2_of_kf``: the power of two whose biased exponent sits in the low bits of
+  exp's rounding float (one integer shift: the magic-bias trick).
 
 Compile-time helpers (``@overload``, inlined; the branch on None costs nothing at run time):
 * ``like(a, v)``: v in a's float type;
@@ -22,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 import numpy as np
 
-__all__ = ["radd", "fmax", "f64_as_i64", "i64_as_f64", "scale_by_kf", "scale_by_kf_neg",
+__all__ = ["radd", "fmax", "claim", "f64_as_i64", "i64_as_f64", "scale_by_kf", "pow2_of_kf",
            "like", "pick", "rowof", "block", "block3"]
 
 
@@ -58,6 +61,20 @@ def fmax(typingctx, a, b):
         return builder.call(fn, args, fastmath=("nnan", "nsz"))
 
     return a(a, b), codegen
+
+
+@intrinsic
+def claim(typingctx, ctr):
+    """ctr[0] += 1, atomically (sequentially consistent); returns the old value: the index of
+    the chunk this thread has claimed.  ctr: a 1-D int64 array (no bounds check)."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64 and ctr.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return types.int64(ctr), codegen
 
 
 # ----------------------------------------------------------------------------- bit tricks
@@ -111,28 +128,21 @@ def scale_by_kf(typingctx, p, kf):
 
 
 @intrinsic
-def scale_by_kf_neg(typingctx, p, kf):
-    """scale_by_kf for n <= 0 only (exp of a non-positive argument): 2**(n + B) from the
-    exponent bits (B = 64 / 512 keeps it a normal number down to the underflow threshold), then
-    one multiplication by the constant 2**-B, where subnormal results round once.  Half the
-    integer work of the two-factor version."""
-    if not (isinstance(p, types.Float) and p == kf):
+def pow2_of_kf(typingctx, kf):
+    """The float whose bits are kf's bits shifted left by the mantissa width: with kf = 1.5 *
+    2^mant + bias + n (the rounding float of exp, its exponent bias folded into the magic
+    constant), that is 2^n, for 1 <= bias + n < 2^exponent-bits.  One integer shift."""
+    if not isinstance(kf, types.Float):
         return None
-    bits = p.bitwidth
+    bits = kf.bitwidth
     mant = 23 if bits == 32 else 52
-    bias = 127 if bits == 32 else 1023
-    B = 64 if bits == 32 else 512
-    magic_bits = 0x4B400000 if bits == 32 else 0x4338000000000000
 
     def codegen(context, builder, sig, args):
-        pv, kv = args
-        fty = pv.type
         ity = ir.IntType(bits)
-        e = builder.add(builder.bitcast(kv, ity), ir.Constant(ity, bias + B - magic_bits))
-        sc = builder.bitcast(builder.shl(e, ir.Constant(ity, mant)), fty)
-        return builder.fmul(builder.fmul(pv, sc), ir.Constant(fty, 2.0 ** -B))
+        i = builder.bitcast(args[0], ity)
+        return builder.bitcast(builder.shl(i, ir.Constant(ity, mant)), args[0].type)
 
-    return p(p, kf), codegen
+    return kf(kf), codegen
 
 
 # ----------------------------------------------------------------------------- compile-time helpers

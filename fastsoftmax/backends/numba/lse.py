@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .explog import fexpn, log64
+from .explog import EXP_UNSCALE, fexpn, fexps, log64
 from .intrinsics import fmax, like, radd, rowof
 from .jit import JIT, cjit, hook
 from .pool import SMALL_COST, split_inner, split_rows
@@ -82,7 +82,7 @@ def lse_row(a, b, want_sign):
             if b is None:
                 for j in range(ab.shape[0]):
                     v = ab[j]
-                    ev = fexpn(v - m)
+                    ev = fexps(v - m)       # scaled by 2^64, unscaled with t below
                     pt = radd(pt, ev if v != m else zero)
                     pk = radd(pk, one if v == m else zero)
             else:
@@ -90,10 +90,10 @@ def lse_row(a, b, want_sign):
                 for j in range(ab.shape[0]):
                     v = ab[j]
                     bj = bb[j]
-                    ev = bj * fexpn(v - m)
+                    ev = bj * fexpn(v - m)    # unscaled: b * 2^64 could overflow
                     pt = radd(pt, ev if (v != m and bj != zero) else zero)
                     pk = radd(pk, bj if v == m else zero)
-            t += np.float64(pt)
+            t += np.float64(pt) * EXP_UNSCALE if b is None else np.float64(pt)
             k += np.float64(pk)
         r, sgn = lse_finish(np.float64(m), t, k, want_sign)
     if not np.isfinite(r):

@@ -4,6 +4,9 @@ Rows (or, for a single long row, blocks of the row; for inner > 1, outer slices 
 ranges) are cut into up to ``CHUNKS`` chunks per thread (none under ``MIN_CHUNK`` elements) that
 the calling thread and the pool threads claim one by one, so a pool thread that wakes late or is
 preempted costs at most a chunk and the caller never waits for a thread that has not started.
+The claiming is done inside the kernels (an atomic counter, ``run_claimed``): each thread makes
+one Python-level call, whatever the number of chunks (a Python call per chunk held the GIL
+5-10 us each, and the threads queued for it).
 This is safe when many Python threads call at once and never touches Numba's threading layer
 (whose default workqueue layer aborts on concurrent parallel calls), nor starts a second OpenMP
 runtime next to torch's.  A call uses min(nthreads, work / MIN_WORK) threads, work counted in
@@ -15,14 +18,17 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["MIN_WORK", "SMALL_COST", "nthreads_for", "bounds", "nchunks", "run", "split_rows",
-           "split_inner"]
+import numpy as np
+
+__all__ = ["MIN_WORK", "SMALL_COST", "NO_CTR", "nthreads_for", "bounds", "nchunks", "run",
+           "run_claimed", "split_rows", "split_inner"]
 
 MIN_WORK = 1 << 18    # elements per thread below which another thread does not pay: handing
                       # a chunk to a pool thread costs 15-80 us here (wake-up), ~0.5 ns/element
 SMALL_COST = 3        # rows of <= SMALL_N elements cost ~3x more per element
-CHUNKS = 8            # chunks per thread, claimed one by one: a late worker costs one chunk
-MIN_CHUNK = 1 << 16   # elements per chunk at least: a chunk costs ~5-10 us of GIL-held dispatch
+CHUNKS = 16           # chunks per thread, claimed one by one: a late worker costs one chunk
+MIN_CHUNK = 1 << 14   # elements per chunk at least (a claim is an atomic add in native code)
+NO_CTR = np.zeros(1, np.int64)   # the counter of one-chunk calls: never touched
 
 _pool = None
 _pool_size = 0
@@ -98,33 +104,37 @@ def run(tasks, nt=None):
     return res
 
 
+def run_claimed(call, nt):
+    """``call(ctr)`` on this thread and nt - 1 pool threads, one Python-level call each, with
+    one fresh counter: the kernel called claims its chunks through ``ctr`` in native code (the
+    GIL is held only for the nt dispatches).  A pool thread that starts after the chunks are
+    gone returns at once, and the caller does not wait for one that has not started (run)."""
+    ctr = np.zeros(1, np.int64)
+    run([lambda: call(ctr)] * nt, nt)
+
+
 def split_rows(kern, x, io, args, rows, work, nthreads):
-    """kern(x, io, args, r0, r1) (a rows.py kernel) over [0, rows) split across threads."""
+    """kern(x, io, args, r0, r1, step, ctr) (a rows.py kernel) over [0, rows), its chunks of
+    step rows claimed by the threads."""
     nt = nthreads_for(work, nthreads, rows)
     if nt == 1:
-        kern(x, io, args, 0, rows)
+        kern(x, io, args, 0, rows, max(rows, 1), NO_CTR)
         return
-    k = nchunks(nt, rows, work)
-    b = bounds(0, rows, k)
-    run([(lambda r0=b[i], r1=b[i + 1]: kern(x, io, args, r0, r1))
-         for i in range(k) if b[i] < b[i + 1]], nt)
+    step = -(-rows // nchunks(nt, rows, work))
+    run_claimed(lambda ctr: kern(x, io, args, 0, rows, step, ctr), nt)
 
 
 def split_inner(kern, x, io, args, outer, inner, work, nthreads):
-    """kern(x, io, args, o0, o1, k0, k1) (an inner kernel): threads split outer, or inner
-    (in multiples of 16 columns) when outer is small."""
+    """kern(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr) (an inner kernel): the threads
+    claim chunks of outer slices, or of inner columns (multiples of 16) when outer is small."""
     nt = nthreads_for(work, nthreads, max(outer, inner))
     if nt == 1:
-        kern(x, io, args, 0, outer, 0, inner)
+        kern(x, io, args, 0, outer, 0, inner, max(outer, 1), max(inner, 1), NO_CTR)
         return
     if outer >= nt:
-        k = nchunks(nt, outer, work)
-        b = bounds(0, outer, k)
-        tasks = [(lambda o0=b[i], o1=b[i + 1]: kern(x, io, args, o0, o1, 0, inner))
-                 for i in range(k) if b[i] < b[i + 1]]
+        ostep, kstep = -(-outer // nchunks(nt, outer, work)), max(inner, 1)
     else:
-        k = nchunks(nt, inner // 16, work)
-        b = bounds(0, inner, k, align=16)
-        tasks = [(lambda k0=b[i], k1=b[i + 1]: kern(x, io, args, 0, outer, k0, k1))
-                 for i in range(k) if b[i] < b[i + 1]]
-    run(tasks, nt)
+        ostep = max(outer, 1)
+        kstep = -(-inner // nchunks(nt, inner // 16, work))
+        kstep = -(-kstep // 16) * 16
+    run_claimed(lambda ctr: kern(x, io, args, 0, outer, 0, inner, ostep, kstep, ctr), nt)

@@ -13,16 +13,21 @@ in place; ``io`` the output that a call may write its input into (or None); ``ar
 own arguments, a tuple that reaches the op's pieces unpacked (``*args``: as parameters of their
 own, so that ``if w is None`` branches are pruned at compile time):
 
-* ``rows_kernel(name, rows)`` -> ``name(x, io, args, r0, r1)``: rows [r0, r1) of an (N, n)
-  array, ``rows(x, io, r0, r1, *args)`` looping over them with the op's maths;
+* ``rows_kernel(name, rows)`` -> ``name(x, io, args, r0, r1, step, ctr)``: rows [r0, r1) of an
+  (N, n) array, ``rows(x, io, a, b, *args)`` looping over a chunk of them with the op's maths;
 * ``small_rows_kernel(name, shift, ex, finish, setup, count_max)`` -> ``name(x, io, args, r0,
-  r1)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK`` elements): each
-  row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
+  r1, step, ctr)``: rows of n <= ``SMALL_N`` elements, in groups of R rows (~``SMALL_BLOCK``
+  elements): each row's max (``shift`` adjusts it) repeated along the row, so that one flat loop ``e = ex(x, m)``
   covers the group and vectorizes whatever n is; per-row float64 sums s of e (and counts k of the
   max terms); then ``finish`` (the op's logs, one vectorized loop per group, and its outputs);
-* ``inner_kernel(name, body)`` -> ``name(x, io, args, o0, o1, k0, k1)``: an (outer, n, inner)
-  array reduced along axis 1, ``body(x, io, o0, o1, k0, k1, *args)`` vectorized along the
+* ``inner_kernel(name, body)`` -> ``name(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr)``: an
+  (outer, n, inner) array reduced along axis 1, ``body(x, io, o0, o1, k0, k1, *args)`` vectorized along the
   contiguous inner columns [k0, k1) of the outer slices [o0, o1).
+
+Chunks: the range is cut into chunks of ``step`` rows (``ostep`` x ``kstep`` for inner), which
+each thread calling the kernel claims one after the other with an atomic fetch-and-add on
+``ctr[0]`` (``intrinsics.claim``), in native code, without the GIL: one Python-level call per
+thread, however many chunks.  ``step >= r1 - r0``: one chunk, ``ctr`` never touched.
 
 small_rows_kernel's ``setup(src, R, *args)`` returns the per-call workspace ``ws`` (scratch
 arrays, constants) handed to ``finish``; ``no_setup`` returns None.  The pieces are ``hook``s
@@ -34,13 +39,14 @@ import math
 
 import numpy as np
 
-from .explog import fexp, fexpd, fexpn
-from .intrinsics import block, fmax, like, pick, radd
+from .explog import EXP_UNSCALE, fexp, fexpdx, fexpn, fexps, fexpsd
+from .intrinsics import block, claim, fmax, like, pick, radd
 from .jit import JIT, cjit, hook, named
 
 __all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
            "expstore1x", "shiftstore1", "sub1", "scale1", "logout1", "block_stats",
-           "merge_blocks", "no_setup", "keep", "finite_or_zero", "exp_shifted", "rows_kernel",
+           "merge_blocks", "EXACT_BELOW", "log_sum_exact", "log_of_sum", "no_setup", "keep",
+           "finite_or_zero", "exp_shifted", "rows_kernel",
            "small_rows_kernel", "inner_kernel", "x_arg"]
 
 BLOCK = 2048          # online softmax block (elements); a block stays in L1
@@ -72,15 +78,16 @@ def sumexp1(v, m):
         vb = v[a:min(a + SUB, n)]
         ps = like(m, 0.0)
         for j in range(vb.shape[0]):
-            ps = radd(ps, fexpn(vb[j] - m))
+            ps = radd(ps, fexps(vb[j] - m))
         s += np.float64(ps)
-    return s
+    return s * EXP_UNSCALE
 
 
 @cjit(**JIT)
 def expstore1(x, o, m):
-    """o = exp(src - m), returns sum(o) in float64 (partial sums of SUB elements in the
-    input dtype); x None: src is o (in place).  For softmax, whose 1/s needs no more."""
+    """o = exp(src - m) * EXP_SCALE (2^64: explog.fexps), returns sum(o) in float64 (partial
+    sums of SUB elements in the input dtype); x None: src is o (in place).  For softmax, whose
+    1/s needs no more and divides the scale out with the sum."""
     n = o.shape[0]
     s = 0.0
     for a in range(0, n, SUB):
@@ -89,7 +96,7 @@ def expstore1(x, o, m):
         vb = block(x, ob, a, b)
         ps = like(m, 0.0)
         for j in range(ob.shape[0]):
-            e = fexpd(vb[j], m)
+            e = fexpsd(vb[j], m)
             ob[j] = e
             ps = radd(ps, e)
         s += np.float64(ps)
@@ -140,11 +147,11 @@ def shiftstore1(x, o, m, neg):
             d = vb[j] - m
             ob[j] = d
             if neg:
-                ps = radd(ps, fexpn(d))
+                ps = radd(ps, fexps(d))
             else:
                 ps = radd(ps, fexp(d))
         s += np.float64(ps)
-    return s
+    return s * EXP_UNSCALE if neg else s
 
 
 @cjit(**JIT)
@@ -167,13 +174,47 @@ def logout1(x, o, m, ls):
         o[j] = (src[j] - m) - ls
 
 
+# ------------------------------------------------------------- log_softmax's dominant entry
+EXACT_BELOW = 2.0     # rows whose s = sum exp(x - m) is below this get log(s) from the rest-sum
+
+
+@cjit(**JIT)
+def log_sum_exact(src, m):
+    """log(sum exp(src - m)) to an ulp or two however close the sum is to 1: the max terms
+    counted apart (k), the others summed in float64 (rest, each exp(src - m) with the rounding
+    error of the subtraction recovered by 2Sum: explog.fexpdx), log(k) + log1p(rest / k).  m:
+    the finite max of src, as float64.  A second pass over the row (vectorized), for the rows
+    whose sum is below EXACT_BELOW: there s = 1 + rest has lost the digits of rest that
+    -log(s), the dominant entry of log_softmax, is made of (log_softmax([0, -60]) would be 0,
+    not -8.8e-27)."""
+    mm = like(src[0], m)        # exact: m is an element of src
+    rest = 0.0
+    k = 0.0
+    for j in range(src.shape[0]):
+        v = src[j]
+        e = np.float64(fexpdx(v, mm))       # -inf: 0
+        rest = radd(rest, e if v != mm else 0.0)
+        k = radd(k, 1.0 if v == mm else 0.0)
+    return math.log(k) + math.log1p(rest / k)
+
+
+@cjit(**JIT)
+def log_of_sum(src, m, s):
+    """log(s) of a row's s = sum exp(src - m) (m its finite max, float64), from the rest-sum
+    (log_sum_exact) when 1 <= s < EXACT_BELOW."""
+    if s >= 1.0 and s < EXACT_BELOW:
+        return log_sum_exact(src, m)
+    return math.log(s)
+
+
 # ------------------------------------------------------------------------ online statistics
 @cjit(**JIT)
 def block_stats(x, o, j0, j1, store, bm, bs):
     """Block statistics of src[j0:j1] (j0 a multiple of BLOCK; x None: src is o):
     bm[b] = block max, bs[b] = sum exp(src - bm[b]) (float64); exp(src - bm) is stored in o when
-    ``store``.  A block of -inf has bs = 0 (and zeros in o); a block whose max is NaN/+inf has
-    bs = NaN."""
+    ``store`` (both then scaled by EXP_SCALE, as in expstore1: softmax's second pass divides
+    by the merged scaled sum).  A block of -inf has bs = 0 (and zeros in o); a block whose max
+    is NaN/+inf has bs = NaN."""
     src = pick(x, o)
     b = j0 // BLOCK
     for a in range(j0, j1, BLOCK):
@@ -246,8 +287,17 @@ def rows_kernel(name, rows):
     known not to alias anything; passed in from outside they would need LLVM's run-time checks).
     A hook called per row instead, with ``*args``, would incref and decref every array of args
     row after row: 20% at 100-element rows."""
-    def kernel(x, io, args, r0, r1):
-        rows(x, io, r0, r1, *args)
+    def kernel(x, io, args, r0, r1, step, ctr):
+        if step >= r1 - r0:
+            rows(x, io, r0, r1, *args)
+            return
+        nc = (r1 - r0 + step - 1) // step
+        while True:
+            c = claim(ctr)
+            if c >= nc:
+                return
+            a = r0 + c * step
+            rows(x, io, a, min(a + step, r1), *args)
     return named(kernel, name, rows.__doc__)
 
 
@@ -265,7 +315,7 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
     over the rows of a group vectorize).  finish may overwrite s (e.g. with log(s): one vectorized
     loop per group, where a libm call per row would dominate).  Rows are indexed, never sliced:
     a slice costs an NRT incref / decref pair (atomic) per row, 10-30% at 10-element rows."""
-    def kernel(x, io, args, r0, r1):
+    def kernel(x, io, args, r0, r1, step, ctr):
         src = pick(x, io)
         n = src.shape[1]
         R = max(1, SMALL_BLOCK // n)
@@ -276,30 +326,36 @@ def small_rows_kernel(name, shift, ex, finish, setup=no_setup, count_max=False):
         s = np.empty(R, np.float64)
         k = np.empty(R, np.float64)
         ws = setup(src, R, *args)
-        for base in range(r0, r1, R):
-            rows = min(R, r1 - base)
-            for r in range(rows):
-                i = base + r
-                mx = src[i, 0]
-                for j in range(1, n):
-                    mx = fmax(mx, src[i, j])
-                mx = shift(mx)
-                m[r] = mx
-                for j in range(n):
-                    mr[r * n + j] = mx
-            xb = sf[base * n:(base + rows) * n]
-            for q in range(xb.shape[0]):
-                e[q] = ex(xb[q], mr[q])
-            for r in range(rows):
-                t = 0.0
-                kk = 0.0
-                for j in range(n):
-                    t += np.float64(e[r * n + j])
-                    if count_max:
-                        kk += 1.0 if xb[r * n + j] == m[r] else 0.0
-                s[r] = t
-                k[r] = kk
-            finish(x, io, ws, base, rows, m, k, e, s, *args)
+        nc = 1 if step >= r1 - r0 else (r1 - r0 + step - 1) // step
+        c = 0 if nc == 1 else claim(ctr)
+        while c < nc:       # the chunks [c0, c1) this thread claims (one: the whole range)
+            c0 = r0 + c * step
+            c1 = min(c0 + step, r1)
+            c = nc if nc == 1 else claim(ctr)
+            for base in range(c0, c1, R):
+                rows = min(R, c1 - base)
+                for r in range(rows):
+                    i = base + r
+                    mx = src[i, 0]
+                    for j in range(1, n):
+                        mx = fmax(mx, src[i, j])
+                    mx = shift(mx)
+                    m[r] = mx
+                    for j in range(n):
+                        mr[r * n + j] = mx
+                xb = sf[base * n:(base + rows) * n]
+                for q in range(xb.shape[0]):
+                    e[q] = ex(xb[q], mr[q])
+                for r in range(rows):
+                    t = 0.0
+                    kk = 0.0
+                    for j in range(n):
+                        t += np.float64(e[r * n + j])
+                        if count_max:
+                            kk += 1.0 if xb[r * n + j] == m[r] else 0.0
+                    s[r] = t
+                    k[r] = kk
+                finish(x, io, ws, base, rows, m, k, e, s, *args)
     return named(kernel, name, finish.__doc__)
 
 
@@ -308,8 +364,19 @@ def inner_kernel(name, body):
     ``body(x, io, o0, o1, k0, k1, *args)``, the op's loop over the outer slices [o0, o1),
     vectorized along the inner columns [k0, k1) (per-column vectors allocated in it: with
     them passed in, float32 inner softmax / logsumexp ran 3-13% slower)."""
-    def kernel(x, io, args, o0, o1, k0, k1):
-        body(x, io, o0, o1, k0, k1, *args)
+    def kernel(x, io, args, o0, o1, k0, k1, ostep, kstep, ctr):
+        nco = (o1 - o0 + ostep - 1) // ostep
+        nck = (k1 - k0 + kstep - 1) // kstep
+        if nco * nck <= 1:
+            body(x, io, o0, o1, k0, k1, *args)
+            return
+        while True:
+            c = claim(ctr)
+            if c >= nco * nck:
+                return
+            a = o0 + (c // nck) * ostep
+            kk = k0 + (c % nck) * kstep
+            body(x, io, a, min(a + ostep, o1), kk, min(kk + kstep, k1), *args)
     return named(kernel, name, body.__doc__)
 
 

@@ -18,16 +18,18 @@ import math
 import numpy as np
 
 from .explog import fexp, fexpd, log64
-from .intrinsics import block3, fmax, like, pick, rowof
+from .intrinsics import block3, claim, fmax, like, pick, rowof
 from .jit import JIT, cjit, hook
-from .pool import SMALL_COST, bounds, nchunks, nthreads_for, run, split_inner, split_rows
-from .rows import (BLOCK, SMALL_N, block_stats, exp_shifted, expstore1, finite_or_zero, inner_kernel,
-                   keep, logout1, max1, merge_blocks, rows_kernel, scale1, shiftstore1,
-                   small_rows_kernel, sub1, x_arg)
+from .pool import SMALL_COST, nchunks, nthreads_for, run_claimed, split_inner, split_rows
+from .rows import (BLOCK, EXACT_BELOW, SMALL_N, block_stats, exp_shifted, expstore1,
+                   finite_or_zero, inner_kernel, keep, log_of_sum, log_sum_exact, logout1, max1,
+                   merge_blocks, rows_kernel, scale1, shiftstore1, small_rows_kernel, sub1,
+                   sumexp1, x_arg)
 
 __all__ = ["softmax"]
 
 _NAN = np.nan
+_LOG_EXACT_BELOW = math.log(EXACT_BELOW)
 
 
 # ------------------------------------------------------------------------ rows: three passes
@@ -40,8 +42,17 @@ def softmax_row(x, o, log):
         neg = np.isfinite(m)        # m = max: every x - m <= 0
         if not neg:
             m = like(m, 0.0)
-        s = shiftstore1(x, o, m, neg)
-        sub1(o, like(m, math.log(s)))
+        if x is None and neg:
+            # in place: the input must survive until s is known (log_of_sum may read it again)
+            s = sumexp1(o, m)
+            logout1(None, o, m, like(m, log_of_sum(o, np.float64(m), s)))
+        elif x is None:
+            s = shiftstore1(None, o, m, neg)
+            sub1(o, like(m, math.log(s)))
+        else:
+            s = shiftstore1(x, o, m, neg)
+            ls = log_of_sum(x, np.float64(m), s) if neg else math.log(s)
+            sub1(o, like(m, ls))
     else:
         if not np.isfinite(m):
             o[:] = _NAN
@@ -64,10 +75,10 @@ _rows3 = rows_kernel("softmax_rows3", _rows3_loop)
 @cjit(**JIT)
 def online_pass2(x, o, j0, j1, log, bm, m, s):
     """Second pass over src[j0:j1] (j0 a multiple of BLOCK): softmax scales each block by
-    exp(bm - m) / s, log_softmax writes (src - m) - log(s)."""
+    exp(bm - m) / s, log_softmax writes (src - m) - s, s then log(sum) (``log_of_sum``)."""
     if log:
         mm = like(o[j0], m)
-        ls = like(o[j0], math.log(s))
+        ls = like(o[j0], s)
         if x is None:
             logout1(None, o[j0:j1], mm, ls)
         else:
@@ -100,25 +111,49 @@ def _online_loop(x, out, r0, r1, log):
             else:           # log_softmax: pass 1 stored nothing, redo it in three passes
                 softmax_row(xi, oi, log)
         else:
+            if log:
+                s = log_of_sum(pick(xi, oi), m, s)
             online_pass2(xi, oi, 0, n, log, bm, m, s)
 
 
 _rows_online = rows_kernel("softmax_rows_online", _online_loop)
 
 
+@cjit(**JIT)
+def _stats_claimed(x, o, n, step, ctr, store, bm, bs):
+    """block_stats over the chunks [j0, j0 + step) of [0, n) this thread claims."""
+    nc = (n + step - 1) // step
+    while True:
+        c = claim(ctr)
+        if c >= nc:
+            return
+        block_stats(x, o, c * step, min(c * step + step, n), store, bm, bs)
+
+
+@cjit(**JIT)
+def _pass2_claimed(x, o, n, step, ctr, log, bm, m, s):
+    """online_pass2 over the chunks of [0, n) this thread claims."""
+    nc = (n + step - 1) // step
+    while True:
+        c = claim(ctr)
+        if c >= nc:
+            return
+        online_pass2(x, o, c * step, min(c * step + step, n), log, bm, m, s)
+
+
 def _long_rows_threaded(x2, o2, log, nt):
-    """Few long rows, several threads: each row's blocks split over the threads (online)."""
+    """Few long rows, several threads: each row's blocks split over the threads (online), the
+    chunks claimed in the kernels."""
     rows, n = o2.shape
     nb = -(-n // BLOCK)
     bm = np.empty(nb, o2.dtype)
     bs = np.empty(nb, np.float64)
     k = nchunks(nt, nb, n)
-    b = bounds(0, n, k, align=BLOCK)
+    step = -(-(-(-n // k)) // BLOCK) * BLOCK
     for i in range(rows):
         xi = None if x2 is None else x2[i]
         oi = o2[i]
-        run([(lambda j0=b[t], j1=b[t + 1]: block_stats(xi, oi, j0, j1, not log, bm, bs))
-             for t in range(k) if b[t] < b[t + 1]], nt)
+        run_claimed(lambda ctr: _stats_claimed(xi, oi, n, step, ctr, not log, bm, bs), nt)
         m, s, ok = merge_blocks(bm, bs)
         if not ok:  # a non-finite row: softmax all NaN, log_softmax in three passes
             if log:
@@ -126,8 +161,9 @@ def _long_rows_threaded(x2, o2, log, nt):
             else:
                 oi.fill(np.nan)
             continue
-        run([(lambda j0=b[t], j1=b[t + 1]: online_pass2(xi, oi, j0, j1, log, bm, m, s))
-             for t in range(k) if b[t] < b[t + 1]], nt)
+        if log:
+            s = log_of_sum(oi if xi is None else xi, m, s)
+        run_claimed(lambda ctr: _pass2_claimed(xi, oi, n, step, ctr, log, bm, m, s), nt)
 
 
 # ---------------------------------------------------------------------- rows: many short rows
@@ -156,6 +192,9 @@ def _log_softmax_finish(x, out, ws, base, rows, m, k, e, s):
     n = out.shape[1]
     for r in range(rows):
         s[r] = log64(s[r])
+    for r in range(rows):       # 1 <= sum < 2: the dominant entry needs the rest-sum
+        if s[r] >= 0.0 and s[r] < _LOG_EXACT_BELOW:
+            s[r] = log_sum_exact(src[base + r], np.float64(m[r]))
     for r in range(rows):
         i = base + r
         mi = m[r]
@@ -198,6 +237,9 @@ def _inner_loop(x, out, o0, o1, k0, k1, log):
                     s[k] += np.float64(fexp(xr[k] - m[k]))
             for k in range(K):
                 c[k] = math.log(s[k])
+            for k in range(K):      # 1 <= sum < 2: the dominant entry needs the rest-sum
+                if s[k] >= 1.0 and s[k] < EXACT_BELOW:
+                    c[k] = _log_sum_exact_col(src, o, k0 + k, np.float64(m[k]))
             for j in range(n):
                 orow = out[o, j, k0:k1]
                 xr = block3(x, orow, o, j, k0, k1)
@@ -217,6 +259,12 @@ def _inner_loop(x, out, o0, o1, k0, k1, log):
                 orow = out[o, j, k0:k1]
                 for k in range(K):
                     orow[k] = orow[k] * c[k]
+
+
+@cjit(**JIT)
+def _log_sum_exact_col(src, o, kk, m):
+    """log_sum_exact of the column src[o, :, kk]."""
+    return log_sum_exact(src[o, :, kk], m)
 
 
 _inner = inner_kernel("softmax_inner", _inner_loop)
