@@ -61,9 +61,43 @@ def _stamped_cache_class(stamp):
                                  {"get_source_stamp": lambda self: stamp}))
         impl = type("StampedCacheImpl", (caching.CompileResultCacheImpl,),
                     {"_locator_classes": locators})
-        return type("StampedFunctionCache", (caching.FunctionCache,), {"_impl_class": impl})
+
+        def load_overload(self, sig, target_context):
+            # Numba catches only OSError here: a truncated or garbled .nbi / .nbc raised
+            # UnpicklingError (or EOFError, ...) from every later call.  Recompile instead.
+            try:
+                return caching.FunctionCache.load_overload(self, sig, target_context)
+            except Exception as exc:  # noqa: BLE001 -- any damage: the kernel recompiles
+                _warn_damaged(exc)
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                caching.FunctionCache.save_overload(self, sig, data)
+            except Exception:  # noqa: BLE001 -- the index itself is unreadable: start it over
+                try:
+                    os.unlink(self._cache_file._index_path)
+                except OSError:
+                    pass
+                caching.FunctionCache.save_overload(self, sig, data)
+
+        return type("StampedFunctionCache", (caching.FunctionCache,),
+                    {"_impl_class": impl, "load_overload": load_overload,
+                     "save_overload": save_overload})
     except (ImportError, AttributeError, TypeError):
         return None
+
+
+_damaged_warned = False
+
+
+def _warn_damaged(exc):
+    """One warning per process for damaged cache files (each is recompiled and rewritten)."""
+    global _damaged_warned
+    if not _damaged_warned:
+        _damaged_warned = True
+        warnings.warn(f"fastsoftmax: a damaged Numba cache file ({exc!r}) is recompiled",
+                      RuntimeWarning, stacklevel=3)
 
 
 _STAMP = _package_stamp()

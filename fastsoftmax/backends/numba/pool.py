@@ -35,6 +35,18 @@ _pool_size = 0
 _pool_lock = threading.Lock()
 
 
+def _after_fork_in_child():
+    """A forked child inherits the executor object but none of its threads: calls would queue
+    work that never runs (holding the call's arrays).  Start over with a new pool."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size = None, 0
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _get_pool(n):
     """A pool of at least n worker threads.  A smaller old pool is dropped, not shut down: a
     concurrent call may still be submitting to it (its idle threads exit once it is collected)."""
