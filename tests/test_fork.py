@@ -125,12 +125,6 @@ def test_os_fork_child_computes_correctly(parent_used_pools):
     _check(_fork_child(), "os.fork")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastsoftmax/backends/numba/pool.py keeps its ThreadPoolExecutor across fork: a child of a "
-    "parent whose pool had started all its workers gets an executor with no live thread, so "
-    "every call runs serially and queues nt - 1 drain closures (holding the call's arrays) that "
-    "never run; fix: os.register_at_fork(after_in_child=...) resetting _pool, _pool_size and "
-    "_pool_lock (docs/reliability.md)"))
 def test_os_fork_child_numba_pool_has_threads(parent_used_pools):
     assert _fork_child()["numba_pool_threads"] >= 1
 

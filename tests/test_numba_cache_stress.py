@@ -102,12 +102,6 @@ def _garble(path):
     open(path, "wb").write(bytes(data))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Numba raises UnpicklingError from a truncated or corrupted .nbi/.nbc file (caching.py "
-    "_load_index / _load_data catch only OSError), so the kernel call fails; fix in "
-    "backends/numba/jit.py: the StampedFunctionCache overrides load_overload (an exception -> "
-    "one RuntimeWarning, return None: recompile) and save_overload (an unreadable index -> "
-    "remove it, save again) -- see docs/reliability.md"))
 @pytest.mark.parametrize("damage", ["truncated data", "garbled index"])
 def test_damaged_cache_file_is_recompiled(filled_cache, tmp_path, damage):
     src, _ = filled_cache
