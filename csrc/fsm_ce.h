@@ -8,7 +8,9 @@
  * L1 scratch block, and accumulates s = sum e_j and the sums the loss needs:
  *   integer target:  Q = (1-eps) w_t + eps/C sum w;  sq = (1-eps) w_t (x_t - m) + eps/C sum w_j (x_j - m)
  *   probabilities:   q_j = w_j ((1-eps) P_j + eps/C);  Q = sum q_j;  sq = sum q_j (x_j - m)
- *   loss = Q log(s) - sq;   pass 3 (in cache): grad_j = e_j (scale Q/s) - scale q_j.
+ *   loss = Q log(s) - sq (integer target: grouped as the reference, ce_loss_target; x - m of
+ *   the sums in double, a zero x - m adds 0 whatever its weight, FSM_CE_WD);
+ *   pass 3 (in cache): grad_j = e_j (scale Q/s) - scale q_j.
  * Every exp is computed once.  Ignored rows: loss 0, grad 0.  Accumulators double.
  *
  * Bit-identical loss with and without the gradient: the sums are accumulated in CEL (one
@@ -30,6 +32,12 @@ typedef struct {
 
 #define CEL ((int)(FSM_VEC_BYTES / sizeof(FT)))
 
+/* w (x - m) for the sum sq, in double as the reference (x - m of float32 logits may overflow
+   float32; then 0 * -inf would be NaN where the reference has 0); the weight selected to 0 where
+   x == m, so that an infinite weight there adds 0, not 0 * inf: the reference's term
+   w (x - m - log s) is then -inf (or NaN when log s = 0), which W log s gives (loss, below) */
+#define FSM_CE_WD(w, v, m) ((double)((v) == (m) ? (FT)0 : (w)) * ((double)(v) - (double)(m)))
+
 /* e = exp(x - m) for one block of len <= CEL elements (e may be x itself), acc[k] += e in lane k;
    kind 1: ax[k] += x - m, kind 2: ax[k] += w (x - m) (w offset to this block).  neg: m is the row
    max (x - m <= 0 or NaN), so the cheaper exp variant of fsm_math.h (same results).  Element k of
@@ -43,8 +51,10 @@ FSM_INLINE void F(ce_expsum_block)(const FT *xb, FT *eb, const FT *wb, int len, 
         FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
         eb[k] = ev;
         acc[k] += (double)ev;
-        if (kind == 1) ax[k] += (double)(v - m);
-        if (kind == 2) ax[k] += (double)(wb[k] * (v - m));
+        /* x - m in double (it may overflow FT), as the reference; a zero x - m adds nothing,
+           so an infinite weight at the max gives no 0 * inf (FSM_CE_WD) */
+        if (kind == 1) ax[k] += (double)v - (double)m;
+        if (kind == 2) ax[k] += FSM_CE_WD(wb[k], v, m);
     }
 }
 
@@ -72,7 +82,7 @@ FSM_INLINE void F(ce_probs_block)(const FT *xb, FT *eb, const FT *Pb, const FT *
         eb[k] = ev;
         acc[k] += (double)ev;
         aq[k] += (double)q;
-        ax[k] += (double)(q * (v - m));
+        ax[k] += FSM_CE_WD(q, v, m);
     }
 }
 
@@ -108,6 +118,18 @@ FSM_INLINE void F(ce_pass)(const FT *x, FT *g, int64_t C, FT m, int neg, int kin
     }
 }
 
+/* loss = Q log s - sq of an integer target, as the reference groups it:
+   (1 - eps) w_t (log s - (x_t - m)) + eps/C (W log s - sum_j w_j (x_j - m)), the smoothing term
+   only when eps != 0 (so an infinite weight meets no 0 * inf without smoothing, nor a zero w_t
+   an infinite x_t - m's cancellation) -- the reference's (1 - e) nll + e/C smooth */
+FSM_INLINE double F(ce_loss_target)(double eps, double eC, double wt, double W, double dt,
+                                    double ls, double sx)
+{
+    double l = (1.0 - eps) * (wt * (ls - dt));
+    if (eps != 0) l += eC * (W * ls - sx);
+    return l;
+}
+
 static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
 {
     const int64_t C = c->C;
@@ -134,8 +156,8 @@ static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
     const double s = F(ce_lanes)(acc), sx = eps == 0 ? 0.0 : F(ce_lanes)(ax);
     const double wt = w ? (double)w[ti] : 1.0;
     const double Q = (1.0 - eps) * wt + eC * c->wsum;
-    const double sq = (1.0 - eps) * wt * ((double)xt - (double)m) + eC * sx;
-    c->loss[i] = (FT)(Q * fsm_log_f64(s) - sq);
+    c->loss[i] = (FT)F(ce_loss_target)(eps, eC, wt, c->wsum, (double)xt - (double)m,
+                                       fsm_log_f64(s), sx);
     if (g) {
         const double qs = Q / s;
         const FT cs = (FT)(qs * c->scale), q0 = (FT)(eC * c->scale);
@@ -218,13 +240,21 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
     for (int64_t j = 0; j < C; j++) {
         FT *tr = T + j * g;
         const FT wj = w ? w[j] : (FT)1;
+        if (eps != 0) {   /* sx only with smoothing */
 #pragma omp simd
-        for (int64_t r = 0; r < g; r++) {
-            FT d = tr[r] - m[r];
-            FT e = EXPD(tr[r], m[r]);
-            s[r] += (double)e;
-            sx[r] += (double)(wj * d);
-            tr[r] = e;
+            for (int64_t r = 0; r < g; r++) {
+                FT e = EXPD(tr[r], m[r]);
+                s[r] += (double)e;
+                sx[r] += FSM_CE_WD(wj, tr[r], m[r]);
+                tr[r] = e;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t r = 0; r < g; r++) {
+                FT e = EXPD(tr[r], m[r]);
+                s[r] += (double)e;
+                tr[r] = e;
+            }
         }
     }
     double ls[FSM_TILE];
@@ -240,8 +270,8 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
         const double wt = w ? (double)w[ti] : 1.0;
         const double Q = (1.0 - eps) * wt + eC * c->wsum;
         const FT xt = xg[r * C + ti];   /* logits not written yet */
-        const double sq = (1.0 - eps) * wt * ((double)xt - (double)m[r]) + (eps != 0 ? eC * sx[r] : 0.0);
-        c->loss[i] = (FT)(Q * ls[r] - sq);
+        c->loss[i] = (FT)F(ce_loss_target)(eps, eC, wt, c->wsum, (double)xt - (double)m[r],
+                                           ls[r], sx[r]);
         qs[r] = (FT)(Q / s[r]);
         et[r] = T[ti * g + r];
     }
@@ -296,3 +326,5 @@ static void F(cross_entropy)(const FT *logits, const int64_t *target, const FT *
     int nt = fsm_pick_threads(N * C * (grad ? 2 : 1), nthreads);
     fsm_run_rows(F(ce_rows), &c, N, nt);
 }
+
+#undef FSM_CE_WD

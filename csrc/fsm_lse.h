@@ -5,7 +5,7 @@
  * of b exp(a - m) elsewhere, accumulators double):
  *   one row     lse_max, then lse_kt (one exp per element, EXPN: a > m only where b == 0),
  *               then lse_finish (log1p(t / k) + log|k| + m, the sign) and lse_store (the rare
- *               path S = sum b exp(a) when the result is not finite).
+ *               path S = sum b exp(a), in double, when the result is not finite).
  *   inner > 1   tiles of FSM_TILE columns (lse_tile): m[], k[], t[] per column, the loops over
  *               the columns vectorize; without weights the two logs run vectorized too.
  *   small rows  (n <= FSM_SMALL_N) a group of rows is transposed into an (n, g) buffer and
@@ -40,13 +40,14 @@ static inline double F(lse_finish)(FT m, double k, double t, int want_sign, doub
     return r;
 }
 
-/* S = sum b exp(a) over all j (masked too), strided; the rare path */
+/* S = sum b exp(a) over all j (masked too), strided, in double as the reference: a b == 0
+   masks any a whose exp is finite in double (a float32 a > 88 too: no 0 * inf); the rare path */
 static double F(lse_rare_sum)(const FT *a, const FT *b, int64_t n, int64_t stride)
 {
     double S = 0.0;
     for (int64_t j = 0; j < n; j++) {
-        FT e = EXP(a[j * stride]);
-        S += b ? (double)(b[j * stride] * e) : (double)e;
+        double e = fsm_exp_f64((double)a[j * stride]);
+        S += b ? (double)b[j * stride] * e : e;
     }
     return S;
 }

@@ -30,12 +30,14 @@ __all__ = ["cross_entropy"]
 
 @cjit(**JIT)
 def _wdiff_sum(v, w, m):
-    """sum_j w_j * (v_j - m) in float64 (w None: all ones)."""
+    """sum_j w_j * (v_j - m) in float64 (w None: all ones); an entry at the max adds 0 whatever
+    its weight (an infinite weight there: no 0 * inf, the loss gets its inf from W log s)."""
     s = 0.0
     m64 = np.float64(m)
     for j in range(v.shape[0]):
         wj = 1.0 if w is None else np.float64(w[j])
-        s = radd(s, wj * (np.float64(v[j]) - m64))
+        d = np.float64(v[j]) - m64
+        s = radd(s, (0.0 if d == 0.0 else wj) * d)
     return s
 
 
@@ -60,8 +62,20 @@ def _probs_pass(x, g, p, w, a, m, eps, eC, neg):
         wj = 1.0 if w is None else np.float64(w[a + j])
         q = wj * ((1.0 - eps) * np.float64(p[j]) + eC)
         Q = radd(Q, q)
-        qx = radd(qx, q * (np.float64(v) - m64))
+        d = np.float64(v) - m64
+        qx = radd(qx, (0.0 if d == 0.0 else q) * d)   # as _wdiff_sum
     return s, Q, qx
+
+
+@cjit(**JIT)
+def _target_loss(eps, eC, wt, sw, dt, ls, wd):
+    """Q log(s) - sum q (x - m) of a class-index target, grouped as the reference:
+    (1 - eps) w_t (log s - (x_t - m)) + eps/C (W log s - sum w (x - m)), the smoothing term only
+    when eps > 0 (so an infinite weight meets no 0 * inf without smoothing)."""
+    r = (1.0 - eps) * (wt * (ls - dt))
+    if eps > 0.0:
+        r += eC * (sw * ls - wd)
+    return r
 
 
 @cjit(**JIT)
@@ -109,11 +123,13 @@ def _rows_loop(x, grad, r0, r1, target, probs, weight, ignore_index, eps, scale,
         qx = 0.0     # sum_j q_j * (x_j - m)
         Q = 0.0      # sum_j q_j
         wt = 0.0
+        dt = 0.0     # x_t - m
+        wd = 0.0     # sum_j w_j * (x_j - m), with smoothing
         if target is not None:
             wt = 1.0 if weight is None else np.float64(weight[t])
-            qx = (1.0 - eps) * wt * (np.float64(xi[t]) - m64)
+            dt = np.float64(xi[t]) - m64
             if eps > 0.0:   # before the exps overwrite an in-place row
-                qx += eC * _wdiff_sum(xi, weight, m)
+                wd = _wdiff_sum(xi, weight, m)
             Q = (1.0 - eps) * wt + eC * sw
             for a in range(0, C, BLOCK):
                 b = min(a + BLOCK, C)
@@ -137,7 +153,10 @@ def _rows_loop(x, grad, r0, r1, target, probs, weight, ignore_index, eps, scale,
                 s += ds
                 Q += dQ
                 qx += dqx
-        loss[i] = Q * math.log(s) - qx
+        if target is not None:
+            loss[i] = _target_loss(eps, eC, wt, sw, dt, math.log(s), wd)
+        else:
+            loss[i] = Q * math.log(s) - qx
         if grad is not None:
             gi = grad[i]
             c = like(m, Q / s * scale)
@@ -196,12 +215,13 @@ def _small_finish(x, grad, ws, base, rows, m, k, e, s, target, weight, ignore_in
             continue
         mi = m[r]       # src[i]: still the logits in place, grad rows up to i - 1 are written
         wt = 1.0 if weight is None else np.float64(weight[t])
-        qx = (1.0 - eps) * wt * (np.float64(src[i, t]) - np.float64(mi))
+        dt = np.float64(src[i, t]) - np.float64(mi)
+        wd = 0.0
         if eps > 0.0:
-            qx += eC * _wdiff_sum(src[i], weight, mi)
+            wd = _wdiff_sum(src[i], weight, mi)
         Q = (1.0 - eps) * wt + eC * sw
         sr = s[r]
-        loss[i] = Q * lg[r] - qx
+        loss[i] = _target_loss(eps, eC, wt, sw, dt, lg[r], wd)
         if grad is not None:
             c = Q / sr * scale
             for j in range(C):
