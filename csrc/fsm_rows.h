@@ -230,10 +230,19 @@ static inline double F(row_expsum_store64)(const FT *x, FT *out, int64_t n, FT m
     return s + (double)sb;
 }
 
+/* clang (14) picks half width (xmm, 4 float32 lanes on avx2) for float exps summed into a double;
+   FSM_CLANG_WIDTH asks it for a full vector of FT.  GCC: nothing (its code is unchanged). */
+#if defined(__clang__)
+#define FSM_CLANG_WIDTH _Pragma("clang loop vectorize_width(FSM_VEC_BYTES / sizeof(FT))")
+#else
+#define FSM_CLANG_WIDTH
+#endif
+
 static inline double F(row_expsum)(const FT *x, int64_t n, FT m)
 {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
+    FSM_CLANG_WIDTH
     for (int64_t i = 0; i < n; i++) s += (double)EXP(x[i] - m);
     return s;
 }
@@ -245,6 +254,7 @@ static inline double F(row_expsumn)(const FT *x, int64_t n, FT m)
 {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
+    FSM_CLANG_WIDTH
     for (int64_t i = 0; i < n; i++) s += (double)EXPN(x[i] - m);
     return s;
 }
@@ -276,6 +286,7 @@ static inline double F(row_shiftstore)(const FT *x, FT *y, int64_t n, FT m, int 
     double s = 0.0;     /* double, as row_expsumn */
     if (neg) {
 #pragma omp simd reduction(+ : s)
+        FSM_CLANG_WIDTH
         for (int64_t i = 0; i < n; i++) {
             FT d = x[i] - m;
             y[i] = d;
@@ -283,6 +294,7 @@ static inline double F(row_shiftstore)(const FT *x, FT *y, int64_t n, FT m, int 
         }
     } else {
 #pragma omp simd reduction(+ : s)
+        FSM_CLANG_WIDTH
         for (int64_t i = 0; i < n; i++) {
             FT d = x[i] - m;
             y[i] = d;
@@ -347,6 +359,7 @@ static double F(row_rest)(const FT *x, int64_t n, FT m, double *pk)
 {
     double rest = 0.0, k = 0.0;
 #pragma omp simd reduction(+ : rest, k)
+    FSM_CLANG_WIDTH
     for (int64_t i = 0; i < n; i++) {
         FT e = EXPN(x[i] - m);
         int eq = x[i] == m;
