@@ -46,6 +46,7 @@ FSM_INLINE void F(ce_expsum_block)(const FT *xb, FT *eb, const FT *wb, int len, 
                                    int kind, double *acc, double *ax)
 {
 #pragma omp simd
+    FSM_CLANG_WIDTH   /* fsm_rows.h: full width for clang too */
     for (int k = 0; k < len; k++) {
         FT v = xb[k];
         FT ev = neg ? EXPDN(v, m) : EXPD(v, m);
@@ -74,6 +75,7 @@ FSM_INLINE void F(ce_probs_block)(const FT *xb, FT *eb, const FT *Pb, const FT *
                                   int neg, FT a, FT eCf, double *acc, double *aq, double *ax)
 {
 #pragma omp simd
+    FSM_CLANG_WIDTH
     for (int k = 0; k < len; k++) {
         FT v = xb[k];
         FT q = a * Pb[k] + eCf;
@@ -242,6 +244,7 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
         const FT wj = w ? w[j] : (FT)1;
         if (eps != 0) {   /* sx only with smoothing */
 #pragma omp simd
+            FSM_CLANG_WIDTH
             for (int64_t r = 0; r < g; r++) {
                 FT e = EXPD(tr[r], m[r]);
                 s[r] += (double)e;
@@ -250,6 +253,7 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
             }
         } else {
 #pragma omp simd
+            FSM_CLANG_WIDTH
             for (int64_t r = 0; r < g; r++) {
                 FT e = EXPD(tr[r], m[r]);
                 s[r] += (double)e;

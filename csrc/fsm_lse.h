@@ -101,6 +101,7 @@ static inline void F(lse_kt)(const FT *a, const FT *b, int64_t n, FT m, double *
     double k = 0.0, t = 0.0;
     if (!b) {
 #pragma omp simd reduction(+ : k, t)
+        FSM_CLANG_WIDTH   /* fsm_rows.h: full width for clang too */
         for (int64_t i = 0; i < n; i++) {
             FT e = EXPN(a[i] - m);
             k += a[i] == m ? 1.0 : 0.0;
@@ -108,6 +109,7 @@ static inline void F(lse_kt)(const FT *a, const FT *b, int64_t n, FT m, double *
         }
     } else {
 #pragma omp simd reduction(+ : k, t)
+        FSM_CLANG_WIDTH
         for (int64_t i = 0; i < n; i++) {
             FT e = b[i] * EXPN(a[i] - m);     /* a > m only where b == 0: not summed */
             k += a[i] == m ? (double)b[i] : 0.0;
@@ -156,6 +158,7 @@ static void F(lse_tile)(const FT *a, const FT *b, FT *out, FT *sign, int64_t n, 
         const FT *ar = a + j * inner + c0;
         if (!b) {
 #pragma omp simd
+            FSM_CLANG_WIDTH
             for (int64_t c = 0; c < w; c++) {
                 FT e = EXP(ar[c] - mm[c]);
                 k[c] += ar[c] == m[c] ? 1.0 : 0.0;
@@ -164,6 +167,7 @@ static void F(lse_tile)(const FT *a, const FT *b, FT *out, FT *sign, int64_t n, 
         } else {
             const FT *br = b + j * inner + c0;
 #pragma omp simd
+            FSM_CLANG_WIDTH
             for (int64_t c = 0; c < w; c++) {
                 FT e = br[c] * EXP(ar[c] - mm[c]);
                 k[c] += ar[c] == m[c] ? (double)br[c] : 0.0;
