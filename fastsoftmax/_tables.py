@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import warnings
-from importlib import resources
 
 from . import _policy, _registry
 from ._version import __version__
@@ -71,7 +70,9 @@ def cpu_summary() -> dict:
     global _cpu_cache
     if _cpu_cache is not None:
         return _cpu_cache
-    model = platform.processor() or platform.machine()
+    # /proc/cpuinfo's model name where there is one; platform.processor() runs `uname -p` in a
+    # subprocess on Linux (tens of ms on the first "auto" call), so it is only the fallback
+    model = ""
     flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -86,6 +87,8 @@ def cpu_summary() -> dict:
                     break
     except OSError:
         pass
+    if not model:
+        model = platform.processor() or platform.machine()
     picked = [f for f in _CPU_FLAGS if f in flags]
     _cpu_cache = {"model": model, "flags": picked, "machine": platform.machine(),
                   "simd": _simd_class(picked),
@@ -210,12 +213,15 @@ def reset_file(path: str) -> bool:
 def builtin_docs() -> dict[str, dict]:
     """The built-in tables shipped with the package: file name -> document."""
     out = {}
-    folder = resources.files("fastsoftmax").joinpath("data", "tables")
-    if not folder.is_dir():  # an install without the data files: no built-in table
+    # the package's own folder, not importlib.resources (several ms to import on the first
+    # "auto" call); the tables are plain files inside the package in every install
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tables")
+    if not os.path.isdir(folder):  # an install without the data files: no built-in table
         return out
-    for item in sorted(folder.iterdir(), key=lambda p: p.name):
-        if item.name.endswith(".json"):
-            out[item.name] = json.loads(item.read_text(encoding="utf-8"))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                out[name] = json.load(fh)
     return out
 
 
