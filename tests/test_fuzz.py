@@ -16,6 +16,7 @@ atheris harness of benches/fuzz_atheris.py.  A crash found here becomes an expli
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -406,6 +407,21 @@ def test_fuzz_regressions(backend, name, request):
     for g, w in zip(_as_tuple(got), _as_tuple(want)):
         assert np.asarray(g).dtype == np.asarray(w).dtype
         assert_close(g, w, np.float32)
+
+
+@pytest.mark.parametrize("weight", [None, np.array([5.95821444e8] * 3 + [2.9e-144])])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_of_equal_huge_logits_is_log_c(backend, weight, smoothing):
+    """atheris: four equal logits of -6e8 (float64): every -log p_j is exactly log 4.  The
+    reference once computed x - (m + log s), which cancels at this
+    magnitude (log 4 to 3e-9 relative), while the kernels compute (x - m) - log s."""
+    x = np.full(4, -5.95821444e8)
+    got = fs.cross_entropy(x, np.array(0), weight=weight, label_smoothing=smoothing,
+                           backend=backend)
+    # every -log p_j is log 4: (1 - e) w_t log 4 + e / 4 * sum_j w_j log 4, over torch's w_t
+    w = np.ones(4) if weight is None else weight
+    want = math.log(4) * ((1 - smoothing) + smoothing / 4 * math.fsum(w) / w[0])
+    assert abs(float(got) - want) <= 8 * np.finfo(np.float64).eps * want
 
 
 @pytest.fixture(autouse=True)
