@@ -160,7 +160,9 @@ def _decode(fdp):
         # targets: probabilities from the input's bytes (a byte / 255)
         t = np.frombuffer(fdp.ConsumeBytes(x.size).ljust(x.size, b"\0"), np.uint8)
         arrays = {"logits": x, "target": (t / 255.0).reshape(shape)}
-        if fdp.ConsumeBool():
+        # a weight on an empty batch is a known open IndexError (every backend, the reference
+        # included: tests/test_fuzz.py REGRESSIONS "bce_weight_empty_batch"): left out
+        if fdp.ConsumeBool() and not (x.ndim >= 2 and 0 in shape):
             w = _array(fdp, np.dtype(np.float64), shape)
             arrays["weight"] = np.clip(np.nan_to_num(np.abs(w), posinf=0.0), 0.0, 1e30)
         if fdp.ConsumeBool():
@@ -218,7 +220,7 @@ def _run(call, backend, arrays):
 
 def _scale(arrays):
     vals = [np.abs(v[np.isfinite(v)].astype(np.float64)) for v in arrays.values()
-            if v.dtype.kind == "f" and v.size]
+            if v.dtype.kind in "fiu" and v.size]   # integers are converted to float too
     return float(max((v.max(initial=1.0) for v in vals), default=1.0))
 
 
