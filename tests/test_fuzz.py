@@ -551,6 +551,11 @@ def _scale(arrays):
 def known_open(kernel, backend, arrays):
     """The reason when a mismatch is one of the known open differences (``OPEN`` below, each a
     regression test), so that a fuzz run goes on to find others; else None."""
+    if kernel == "cross_entropy" and backend == "numba" and "weight" in arrays:
+        x, w = arrays.get("logits"), arrays["weight"]
+        if x is not None and x.dtype.kind == "f" and w.dtype.kind == "f" and np.any(
+                np.abs(w.astype(np.float64)) > float(np.finfo(x.dtype).max)):
+            return OPEN["cross_entropy_infinite_weight_mean_grad", "numba"]
     return None
 
 
@@ -638,6 +643,11 @@ REGRESSIONS = {
         np.array([12.07837, 6.2358463e32, 2.5086063e35, 2.1059141e37, -3.3694626e38],
                  np.float32), np.array(0), weight=np.zeros(5, np.float32), label_smoothing=1.0,
         reduction="none", backend=BACKEND[0]),
+    # atheris: a class weight infinite in the logits' dtype, the target's weight 0, smoothing,
+    # mean: the gradient's other entries are +inf (reference, C), NaN in the Numba kernel
+    "cross_entropy_infinite_weight_mean_grad": lambda: fs.cross_entropy(
+        np.zeros(3, np.float32), np.array(2), weight=np.array([1e39, 1.0, 0.0]),
+        reduction="mean", label_smoothing=0.1, return_grad=True, backend=BACKEND[0]),
     # hypothesis: a weight on logits with an empty batch (a leading dimension of 0): ops/sigmoid.py
     # _weight2 indexes the weight's row 0, an IndexError on every backend, the reference included
     "bce_weight_empty_batch": lambda: fs.binary_cross_entropy_with_logits(
@@ -655,6 +665,9 @@ OPEN = {  # (regression, backend): the code that still gets it wrong
     ("bce_weight_empty_batch", "numpy"): _BCE_EMPTY,
     ("bce_weight_empty_batch", "numba"): _BCE_EMPTY,
     ("bce_weight_empty_batch", "cython"): _BCE_EMPTY,
+    ("cross_entropy_infinite_weight_mean_grad", "numba"):
+        "numba cross_entropy: grad of reduction='mean' with smoothing and a class weight "
+        "infinite in the logits' dtype (target's weight 0) is NaN where the reference has inf",
 }
 BACKEND = ["numpy"]
 
