@@ -556,6 +556,10 @@ def known_open(kernel, backend, arrays):
         if x is not None and x.dtype.kind == "f" and w.dtype.kind == "f" and np.any(
                 np.abs(w.astype(np.float64)) > float(np.finfo(x.dtype).max)):
             return OPEN["cross_entropy_infinite_weight_mean_grad", "numba"]
+    if kernel == "softmax_backward" and backend in ("numba", "cython") and "y" in arrays:
+        y = arrays["y"]
+        if y.dtype.kind in "fiu" and y.size and np.nanmax(y.astype(np.float64)) > 88.0:
+            return OPEN["log_softmax_backward_exp_y_overflows_float32", backend]
     return None
 
 
@@ -648,6 +652,11 @@ REGRESSIONS = {
     "cross_entropy_infinite_weight_mean_grad": lambda: fs.cross_entropy(
         np.zeros(3, np.float32), np.array(2), weight=np.array([1e39, 1.0, 0.0]),
         reduction="mean", label_smoothing=0.1, return_grad=True, backend=BACKEND[0]),
+    # atheris: log_softmax_backward with y > log(FLT_MAX) (outside log_softmax's range, y <= 0)
+    # and sum(grad) == 0: the reference's exp(y) in float64 is finite, 0 * it is 0; the kernels'
+    # float32 exp(y) is inf, inf * 0 NaN
+    "log_softmax_backward_exp_y_overflows_float32": lambda: fs.log_softmax_backward(
+        np.zeros(2, np.float32), np.array([100.0, -1.0], np.float32), backend=BACKEND[0]),
     # hypothesis: a weight on logits with an empty batch (a leading dimension of 0): ops/sigmoid.py
     # _weight2 indexes the weight's row 0, an IndexError on every backend, the reference included
     "bce_weight_empty_batch": lambda: fs.binary_cross_entropy_with_logits(
@@ -668,6 +677,9 @@ OPEN = {  # (regression, backend): the code that still gets it wrong
     ("cross_entropy_infinite_weight_mean_grad", "numba"):
         "numba cross_entropy: grad of reduction='mean' with smoothing and a class weight "
         "infinite in the logits' dtype (target's weight 0) is NaN where the reference has inf",
+    **{("log_softmax_backward_exp_y_overflows_float32", b):
+       f"{b} softmax_backward (log): float32 exp(y) overflows for y > 88.7, times sum(grad) = 0 "
+       "gives NaN; the reference's float64 exp gives 0" for b in ("numba", "cython")},
 }
 BACKEND = ["numpy"]
 
