@@ -127,6 +127,83 @@ def _decode(fdp):
                         reduction=reduction, label_smoothing=smoothing,
                         ignore_index=ignore_index, backend=backend, **kw)
         return op, arrays, call, ("logits",) if grad == 2 else ()
+    if op.kernel == "softmax_backward":
+        # y: the forward output of its bytes' values, or those bytes as they come
+        y = _array(fdp, fdp.PickValueInList(DTYPES), shape)
+        if fdp.ConsumeBool() and y.ndim and y.dtype.kind == "f" and y.size:
+            with np.errstate(all="ignore"):
+                v = y.astype(np.float64)
+                v = v - (np.max(v, axis=-1, keepdims=True) + np.log(np.sum(
+                    np.exp(v - np.max(v, axis=-1, keepdims=True)), axis=-1, keepdims=True)))
+                y[...] = v if op.name.startswith("log_") else np.exp(v)
+        out = fdp.ConsumeIntInRange(0, 2)  # none, written over grad, written over y
+
+        def call(backend, arrays):
+            kw = {"out": arrays[("grad", "y")[out - 1]]} if out else {}
+            return func(arrays["grad"], arrays["y"], axis=axis, backend=backend, **kw)
+        return op, {"grad": x, "y": y}, call, (("grad", "y")[out - 1],) if out else ()
+    if op.kernel == "sigmoid":
+        alias = fdp.ConsumeBool()
+
+        def call(backend, arrays):
+            kw = {"out": arrays["x"]} if alias else {}
+            return func(arrays["x"], axis=axis, backend=backend, **kw)
+        return op, {"x": x}, call, ("x",) if alias else ()
+    if op.kernel == "binary_cross_entropy":
+        reduction = fdp.PickValueInList(["mean", "sum", "none"])
+        grad = fdp.ConsumeIntInRange(0, 2)  # no gradient, returned, written over the logits
+        ax = axis if isinstance(axis, int) else -1
+        try:
+            c = shape[ax] if shape else 1
+        except IndexError:
+            c = 1
+        # targets: probabilities from the input's bytes (a byte / 255)
+        t = np.frombuffer(fdp.ConsumeBytes(x.size).ljust(x.size, b"\0"), np.uint8)
+        arrays = {"logits": x, "target": (t / 255.0).reshape(shape)}
+        # a weight on an empty batch is a known open IndexError (every backend, the reference
+        # included: tests/test_fuzz.py REGRESSIONS "bce_weight_empty_batch"): left out
+        if fdp.ConsumeBool() and not (x.ndim >= 2 and 0 in shape):
+            w = _array(fdp, np.dtype(np.float64), shape)
+            arrays["weight"] = np.clip(np.nan_to_num(np.abs(w), posinf=0.0), 0.0, 1e30)
+        if fdp.ConsumeBool():
+            p = _array(fdp, np.dtype(np.float64), (c,))
+            arrays["pos_weight"] = np.clip(np.nan_to_num(np.abs(p), posinf=0.0), 0.0, 1e30)
+
+        def call(backend, arrays):
+            kw = {"grad_out": arrays["logits"]} if grad == 2 else {"return_grad": grad == 1}
+            return func(arrays["logits"], arrays["target"], axis=ax, weight=arrays.get("weight"),
+                        pos_weight=arrays.get("pos_weight"), reduction=reduction,
+                        backend=backend, **kw)
+        return op, arrays, call, ("logits",) if grad == 2 else ()
+    if op.kernel == "sample_candidates":
+        # small sizes: (classes, dim) weights from the input's bytes, the drawn array's dtype
+        n_cls, dim, batch = (fdp.ConsumeIntInRange(1, 9), fdp.ConsumeIntInRange(0, 4),
+                             fdp.ConsumeIntInRange(0, 4))
+        num_true, num_sampled = fdp.ConsumeIntInRange(1, 2), fdp.ConsumeIntInRange(1, n_cls)
+        dt = dtype if dtype.kind == "f" else np.dtype(np.float64)
+        arrays = {"weights": _array(fdp, dt, (n_cls, dim)), "biases": _array(fdp, dt, (n_cls,)),
+                  "inputs": _array(fdp, dt, (batch, dim)),
+                  "labels": np.array([fdp.ConsumeIntInRange(0, n_cls - 1)
+                                      for _ in range(batch * num_true)],
+                                     np.int64).reshape(batch, num_true)}
+        hits, log_q, grad = fdp.ConsumeBool(), fdp.ConsumeBool(), fdp.ConsumeBool()
+        seed = fdp.ConsumeIntInRange(0, 2**32 - 1)
+        given = fdp.ConsumeBool()   # sampled_values given, or the sampler's kernel with a seed
+
+        def call(backend, arrays):
+            kw = {"rng": seed}
+            if given:
+                rng = np.random.default_rng(seed)
+                kw = {"sampled_values": (rng.permutation(n_cls)[:num_sampled],
+                                         rng.random((batch, num_true)) + 0.5,
+                                         rng.random(num_sampled) + 0.5)}
+            r = func(arrays["weights"], arrays["biases"], arrays["labels"], arrays["inputs"],
+                     num_sampled, n_cls, num_true=num_true, remove_accidental_hits=hits,
+                     subtract_log_q=log_q, return_grad=grad, backend=backend, **kw)
+            if not isinstance(r, tuple):
+                return r
+            return tuple(e for i in r for e in (i if isinstance(i, tuple) else (i,)))
+        return op, arrays, call, ()
     raise AssertionError(f"no decoder for kernel {op.kernel!r}: add one")
 
 
@@ -143,7 +220,7 @@ def _run(call, backend, arrays):
 
 def _scale(arrays):
     vals = [np.abs(v[np.isfinite(v)].astype(np.float64)) for v in arrays.values()
-            if v.dtype.kind == "f" and v.size]
+            if v.dtype.kind in "fiu" and v.size]   # integers are converted to float too
     return float(max((v.max(initial=1.0) for v in vals), default=1.0))
 
 

@@ -26,7 +26,7 @@ from hypothesis import given, note, settings, strategies as st
 
 import fastsoftmax as fs
 from conftest import assert_close
-from fastsoftmax import _registry
+from fastsoftmax import _dispatch, _registry
 
 OPS = _registry.OPS
 
@@ -277,8 +277,260 @@ def _cross_entropy_case(draw, op):
     return make, call, aliased, spec
 
 
+def _same_shape_spec(draw, spec, dtypes=DTYPES):
+    """A second array spec of ``spec``'s shape: its own dtype, values, steps and axis order."""
+    ndim = len(spec["shape"])
+    other = draw(array_specs(dtypes=dtypes, min_dims=ndim, max_dims=ndim))
+    return dict(other, shape=spec["shape"], size=spec["size"])
+
+
+def _out_array(kind, shape, res_dtype, inputs):
+    """The ``out=`` / ``grad_out=`` of ``kind``: None, a fresh buffer, an input itself
+    ("alias:<name>"), or one the op must reject."""
+    if kind == "fresh":
+        return np.full(shape, 7, res_dtype)
+    if kind.startswith("alias:"):
+        return inputs[kind[6:]]
+    if kind == "reversed" and len(shape):
+        return inputs["x"][::-1]
+    if kind == "wrong_dtype":
+        return np.empty(shape, np.complex128 if res_dtype != np.complex128 else np.float32)
+    if kind == "wrong_shape":
+        return np.empty(tuple(shape) + (2,), res_dtype)
+    if kind == "readonly":
+        out = np.empty(shape, res_dtype)
+        out.flags.writeable = False
+        return out
+    if kind == "strided":
+        return np.empty(tuple(shape) + (2,), res_dtype)[..., 0]
+    return None
+
+
+def _softmax_backward_case(draw, op):
+    log = op.name.startswith("log_")
+    g_spec = draw(array_specs())
+    y_spec = _same_shape_spec(draw, g_spec)
+    ndim = len(g_spec["shape"])
+    axis = draw(axes(ndim))
+    # y: the forward output of its values (softmax / log_softmax along the last axis), or raw
+    y_kind = draw(st.sampled_from(("forward", "forward", "raw", "bad_shape", "list")))
+    out_kind = draw(st.sampled_from(("none", "none", "fresh", "alias:grad", "alias:y",
+                                     "wrong_dtype", "wrong_shape", "readonly", "strided")))
+    note(f"{op.name} grad={g_spec} y={y_spec} y_kind={y_kind} axis={axis} out={out_kind}")
+
+    def make():
+        g = build(g_spec)
+        v = _values(y_spec)
+        if y_kind == "forward" and v.size and ndim:
+            v = v.reshape(g_spec["shape"])
+            with np.errstate(all="ignore"):
+                m = np.max(v, axis=-1, keepdims=True)
+                lse = m + np.log(np.sum(np.exp(v - m), axis=-1, keepdims=True))
+                v = (v - lse) if log else np.exp(v - lse)
+            v = v.reshape(-1)
+        y = build(y_spec, v)
+        if y_kind == "bad_shape":
+            y = np.ones(g.shape + (2,), np.float64)
+        arrays = {"grad": g, "y": y}
+        res_dtype = np.result_type(g.dtype, y.dtype).newbyteorder("=")
+        res_dtype = res_dtype if res_dtype.kind == "f" else np.dtype(np.float64)
+        out = _out_array(out_kind, g.shape, res_dtype, arrays)
+        return arrays, {"out": out} if out is not None else {}
+
+    aliased = (out_kind[6:],) if out_kind.startswith("alias:") else ()
+
+    def call(backend, arrays, extra):
+        y = arrays["y"].tolist() if y_kind == "list" else arrays["y"]
+        return getattr(fs, op.name)(arrays["grad"], y, axis=axis, backend=backend, **extra)
+    return make, call, aliased, g_spec
+
+
+def _sigmoid_case(draw, op):
+    spec = draw(array_specs())
+    ndim = len(spec["shape"])
+    axis = draw(axes(ndim))
+    out_kind = draw(st.sampled_from(("none", "none", "fresh", "alias:x", "reversed",
+                                     "wrong_dtype", "wrong_shape", "readonly", "strided")))
+    note(f"{op.name} {spec} axis={axis} out={out_kind}")
+
+    def make():
+        x = build(spec)
+        dt = x.dtype
+        res_dtype = dt if dt in (np.dtype(np.float32), np.dtype(np.longdouble)) else (
+            np.dtype(np.complex128) if dt.kind == "c" else np.dtype(np.float64))
+        out = _out_array(out_kind, x.shape, res_dtype, {"x": x})
+        return {"x": x}, {"out": out} if out is not None else {}
+
+    aliased = ("x",) if out_kind in ("alias:x", "reversed") else ()
+
+    def call(backend, arrays, extra):
+        return getattr(fs, op.name)(arrays["x"], axis=axis, backend=backend, **extra)
+    return make, call, aliased, spec
+
+
+def _bce_case(draw, op):
+    spec = draw(array_specs(dtypes=DTYPES[:4] * 3 + (np.dtype("int32"), np.dtype("complex64"))
+                            + DTYPES[13:16], min_dims=0, max_dims=3))
+    ndim = len(spec["shape"])
+    axis = draw(st.one_of(st.integers(-max(ndim, 1), max(ndim, 1) - 1),
+                          st.integers(-ndim - 1, ndim), st.none(), st.just((0,))))
+    reduction = draw(st.sampled_from(("mean", "sum", "none", "max")))
+    target_kind = draw(st.sampled_from(("probs", "probs", "binary", "int", "edges",
+                                        "out_of_range", "nan", "bad_shape", "complex")))
+    target_dtype = draw(st.sampled_from(DTYPES[:4] + DTYPES[13:16]))
+    weight_kind = draw(st.sampled_from(("none", "none", "full", "class", "rows", "scalar",
+                                        "zeros", "inf", "bad_shape")))
+    pos_kind = draw(st.sampled_from(("none", "none", "class", "single", "zero", "bad_shape")))
+    grad_kind = draw(st.sampled_from(("no", "no", "return", "fresh", "alias", "wrong_dtype")))
+    seed = draw(st.integers(0, 2**32 - 1))
+    if weight_kind != "none" and ndim >= 2 and 0 in spec["shape"]:
+        # known open (REGRESSIONS "bce_weight_empty_batch", OPEN): an IndexError on every
+        # backend, the reference included; left out here so that the fuzzing goes on
+        weight_kind = "none"
+    note(f"{op.name} {spec} axis={axis} reduction={reduction} target={target_kind} "
+         f"{target_dtype} weight={weight_kind} pos_weight={pos_kind} grad={grad_kind}")
+
+    def make():
+        x = build(spec)
+        rng = np.random.default_rng(seed)
+        shape = spec["shape"]
+        ax = axis % ndim if ndim and isinstance(axis, int) and -ndim <= axis < ndim else -1
+        n_cls = shape[ax] if ndim else 1
+        z = rng.random(shape)
+        if target_kind == "binary":
+            z = np.round(z)
+        elif target_kind == "edges" and z.size:
+            z.reshape(-1)[::2] = 0.0
+            z.reshape(-1)[1::3] = 1.0
+        elif target_kind == "out_of_range" and z.size:
+            z.reshape(-1)[-1] = 1.5
+        elif target_kind == "nan" and z.size:
+            z.reshape(-1)[0] = np.nan
+        elif target_kind == "bad_shape":
+            z = np.zeros(tuple(shape) + (2,))
+        z = np.asarray(z)
+        if target_kind == "int":
+            z = np.round(z).astype(np.int64)
+        elif target_kind == "complex":
+            z = z.astype(np.complex128)
+        elif z.dtype.kind == "f":
+            z = z.astype(target_dtype)
+        arrays = {"logits": x, "target": z}
+        cls_shape = tuple(n if i == ax % max(ndim, 1) else 1 for i, n in enumerate(shape))
+        if weight_kind == "full":
+            arrays["weight"] = rng.random(shape) * 3
+        elif weight_kind == "class" and ndim:
+            arrays["weight"] = rng.random(cls_shape) + 0.1
+        elif weight_kind == "rows" and ndim:
+            arrays["weight"] = rng.random(shape[:-1] + (1,)) + 0.1
+        elif weight_kind == "scalar":
+            arrays["weight"] = np.array(2.5)
+        elif weight_kind == "zeros":
+            arrays["weight"] = np.zeros(shape)
+        elif weight_kind == "inf":
+            arrays["weight"] = np.where(rng.random(shape) < 0.3, np.inf, 1.0)
+        elif weight_kind == "bad_shape":
+            arrays["weight"] = np.ones(tuple(shape) + (3,))
+        if pos_kind == "class":
+            arrays["pos_weight"] = rng.random(n_cls) * 4
+        elif pos_kind == "single":
+            arrays["pos_weight"] = np.array([3.0])
+        elif pos_kind == "zero":
+            arrays["pos_weight"] = np.zeros(n_cls)
+        elif pos_kind == "bad_shape":
+            arrays["pos_weight"] = np.ones(n_cls + 2)
+        extra = {}
+        if grad_kind == "return":
+            extra["return_grad"] = True
+        elif grad_kind == "fresh":
+            extra["grad_out"] = np.full(x.shape, 7, x.dtype)
+        elif grad_kind == "alias":
+            extra["grad_out"] = x
+        elif grad_kind == "wrong_dtype":
+            extra["grad_out"] = np.empty(x.shape, np.complex128)
+        return arrays, extra
+
+    aliased = ("logits",) if grad_kind == "alias" else ()
+
+    def call(backend, arrays, extra):
+        kw = dict(extra)
+        for k in ("weight", "pos_weight"):
+            if k in arrays:
+                kw[k] = arrays[k]
+        return fs.binary_cross_entropy_with_logits(arrays["logits"], arrays["target"],
+                                                   axis=axis, reduction=reduction,
+                                                   backend=backend, **kw)
+    return make, call, aliased, spec
+
+
+def _flat(r):
+    """A result with nested tuples ((ids, rows) gradients) as one flat tuple."""
+    if not isinstance(r, tuple):
+        return r
+    return tuple(e for item in r for e in (item if isinstance(item, tuple) else (item,)))
+
+
+_FLOATS = tuple(d for d in DTYPES if d.kind == "f")
+
+
+def _sampled_softmax_case(draw, op):
+    n_cls = draw(st.integers(1, 9))
+    dim = draw(st.sampled_from((0, 1, 2, 3, 5)))
+    batch = draw(st.sampled_from((0, 1, 2, 3, 5)))
+    num_true = draw(st.integers(1, 2))
+    num_sampled = draw(st.integers(1, n_cls + 1))
+    w_spec = draw(array_specs(dtypes=_FLOATS + (np.dtype("int32"),), min_dims=2, max_dims=2))
+    w_spec = dict(w_spec, shape=(n_cls, dim), size=n_cls * dim)
+    x_spec = draw(array_specs(dtypes=_FLOATS, min_dims=2, max_dims=2))
+    x_spec = dict(x_spec, shape=(batch, dim), size=batch * dim)
+    b_spec = draw(array_specs(dtypes=_FLOATS, min_dims=1, max_dims=1))
+    b_spec = dict(b_spec, shape=(n_cls,), size=n_cls)
+    # the sampler's kernel with a fixed seed (the same classes on every backend), or given values
+    mode = draw(st.sampled_from(("seed", "values", "values", "bad_values")))
+    seed = draw(st.integers(0, 2**32 - 1))
+    label_kind = draw(st.sampled_from(("ok", "ok", "ok", "out_of_range", "float", "1-D")))
+    hits = draw(st.booleans())
+    log_q = draw(st.booleans())
+    return_grad = draw(st.booleans())
+    axis = draw(st.sampled_from((-1, -1, -1, 1, 0)))
+    note(f"{op.name} classes={n_cls} dim={dim} batch={batch} num_true={num_true} "
+         f"num_sampled={num_sampled} W={w_spec} x={x_spec} b={b_spec} mode={mode} "
+         f"labels={label_kind} remove_accidental_hits={hits} subtract_log_q={log_q} "
+         f"return_grad={return_grad} axis={axis}")
+
+    def make():
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, n_cls, (batch, num_true))
+        if label_kind == "out_of_range" and labels.size:
+            labels[-1, -1] = n_cls
+        elif label_kind == "float":
+            labels = labels.astype(np.float64)
+        elif label_kind == "1-D":
+            labels = labels[:, 0]
+        arrays = {"weights": build(w_spec), "biases": build(b_spec), "labels": labels,
+                  "inputs": build(x_spec)}
+        extra = {"rng": seed} if mode == "seed" else {}
+        if mode != "seed":
+            s = rng.permutation(n_cls)[:num_sampled]
+            if mode == "bad_values":
+                s = s[:-1]
+            extra["sampled_values"] = (s, rng.random((batch, num_true)) * 2,
+                                       rng.random(s.shape[0]) * 2)
+        return arrays, extra
+
+    def call(backend, arrays, extra):
+        return _flat(fs.sampled_softmax_loss(
+            arrays["weights"], arrays["biases"], arrays["labels"], arrays["inputs"],
+            num_sampled, n_cls, num_true=num_true, remove_accidental_hits=hits,
+            subtract_log_q=log_q, return_grad=return_grad, axis=axis, backend=backend,
+            **extra))
+    return make, call, (), x_spec
+
+
 CASES = {"softmax": _softmax_case, "logsumexp": _logsumexp_case,
-         "cross_entropy": _cross_entropy_case}
+         "cross_entropy": _cross_entropy_case, "softmax_backward": _softmax_backward_case,
+         "sigmoid": _sigmoid_case, "binary_cross_entropy": _bce_case,
+         "sample_candidates": _sampled_softmax_case}
 
 
 def test_every_registered_kernel_is_fuzzed():
@@ -288,8 +540,10 @@ def test_every_registered_kernel_is_fuzzed():
 
 # ------------------------------------------------------------------------------ check
 def _scale(arrays):
+    # integer inputs count too: they are converted to float and enter the results like floats
+    # (atheris: log_softmax_backward of an int32 grad of -3.4e8, g - exp(y) g cancels to 4772.8)
     vals = [np.abs(v[np.isfinite(v)]).astype(np.float64) for v in arrays.values()
-            if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and v.size]
+            if isinstance(v, np.ndarray) and v.dtype.kind in "fciu" and v.size]
     vals = [np.abs(v) for v in vals]
     return float(max((v.max(initial=1.0) for v in vals), default=1.0))
 
@@ -297,6 +551,15 @@ def _scale(arrays):
 def known_open(kernel, backend, arrays):
     """The reason when a mismatch is one of the known open differences (``OPEN`` below, each a
     regression test), so that a fuzz run goes on to find others; else None."""
+    if kernel == "cross_entropy" and backend == "numba" and "weight" in arrays:
+        x, w = arrays.get("logits"), arrays["weight"]
+        if x is not None and x.dtype.kind == "f" and w.dtype.kind == "f" and np.any(
+                np.abs(w.astype(np.float64)) > float(np.finfo(x.dtype).max)):
+            return OPEN["cross_entropy_infinite_weight_mean_grad", "numba"]
+    if kernel == "softmax_backward" and backend in ("numba", "cython") and "y" in arrays:
+        y = arrays["y"]
+        if y.dtype.kind in "fiu" and y.size and np.nanmax(y.astype(np.float64)) > 88.0:
+            return OPEN["log_softmax_backward_exp_y_overflows_float32", backend]
     return None
 
 
@@ -384,6 +647,26 @@ REGRESSIONS = {
         np.array([12.07837, 6.2358463e32, 2.5086063e35, 2.1059141e37, -3.3694626e38],
                  np.float32), np.array(0), weight=np.zeros(5, np.float32), label_smoothing=1.0,
         reduction="none", backend=BACKEND[0]),
+    # atheris: a class weight infinite in the logits' dtype, the target's weight 0, smoothing,
+    # mean: the gradient's other entries are +inf (reference, C), NaN in the Numba kernel
+    "cross_entropy_infinite_weight_mean_grad": lambda: fs.cross_entropy(
+        np.zeros(3, np.float32), np.array(2), weight=np.array([1e39, 1.0, 0.0]),
+        reduction="mean", label_smoothing=0.1, return_grad=True, backend=BACKEND[0]),
+    # atheris: log_softmax_backward with y > log(FLT_MAX) (outside log_softmax's range, y <= 0)
+    # and sum(grad) == 0: the reference's exp(y) in float64 is finite, 0 * it is 0; the kernels'
+    # float32 exp(y) is inf, inf * 0 NaN
+    "log_softmax_backward_exp_y_overflows_float32": lambda: fs.log_softmax_backward(
+        np.zeros(2, np.float32), np.array([100.0, -1.0], np.float32), backend=BACKEND[0]),
+    # atheris: pos_weight 0, a huge negative float32 logit: the loss is (1 - z) log1p(exp(x)) = 0
+    # (the reference, Numba); the C kernel's z|x| terms do not cancel exactly (8.4e17; with
+    # weight=1e30, inf)
+    "bce_pos_weight_zero_huge_logit": lambda: fs.binary_cross_entropy_with_logits(
+        np.array([-3.855871e25], np.float32), np.array([0.9137254901960784]),
+        pos_weight=np.array([0.0]), reduction="none", backend=BACKEND[0]),
+    # hypothesis: a weight on logits with an empty batch (a leading dimension of 0): ops/sigmoid.py
+    # _weight2 indexes the weight's row 0, an IndexError on every backend, the reference included
+    "bce_weight_empty_batch": lambda: fs.binary_cross_entropy_with_logits(
+        np.zeros((0, 0)), np.zeros((0, 0)), weight=np.zeros((0, 0)), backend=BACKEND[0]),
     # atheris: b == 0 masks an entry whose exp overflows float32: -inf (nothing left to sum)
     "logsumexp_masked_overflow_float16": lambda: fs.logsumexp(
         np.array(661.0, np.float16), b=np.array(0.0, np.float16), axis=0, backend=BACKEND[0]),
@@ -391,15 +674,31 @@ REGRESSIONS = {
         np.array([100.0, 1.0], np.float32), b=np.array([0.0, 0.0], np.float32),
         backend=BACKEND[0]),
 }
-OPEN = {  # (regression, backend): the kernel that still gets it wrong (none open now)
+_BCE_EMPTY = ("ops/sigmoid.py _weight2: wt[(0,) * (ndim - 1)] on an empty batch raises "
+              "IndexError (every backend; fix in the op layer, not a kernel)")
+OPEN = {  # (regression, backend): the code that still gets it wrong
+    ("bce_weight_empty_batch", "numpy"): _BCE_EMPTY,
+    ("bce_weight_empty_batch", "numba"): _BCE_EMPTY,
+    ("bce_weight_empty_batch", "cython"): _BCE_EMPTY,
+    ("cross_entropy_infinite_weight_mean_grad", "numba"):
+        "numba cross_entropy: grad of reduction='mean' with smoothing and a class weight "
+        "infinite in the logits' dtype (target's weight 0) is NaN where the reference has inf",
+    ("bce_pos_weight_zero_huge_logit", "cython-avx2"):   # baseline (no FMA) cancels
+        "C binary_cross_entropy: with pos_weight 0 the -z x and (p - 1) z max(-x, 0) terms of a "
+        "huge logit do not cancel exactly (8.4e17 where the loss is 0)",
+    **{("log_softmax_backward_exp_y_overflows_float32", b):
+       f"{b} softmax_backward (log): float32 exp(y) overflows for y > 88.7, times sum(grad) = 0 "
+       "gives NaN; the reference's float64 exp gives 0" for b in ("numba", "cython")},
 }
 BACKEND = ["numpy"]
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_fuzz_regressions(backend, name, request):
-    if (name, backend) in OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=OPEN[name, backend]))
+    isa = _dispatch.load("cython").get_isa() if backend == "cython" else None
+    for key in ((name, backend), (name, f"{backend}-{isa}")):
+        if key in OPEN:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=OPEN[key]))
     BACKEND[0] = "numpy"
     want = _quiet(REGRESSIONS[name])
     BACKEND[0] = backend
