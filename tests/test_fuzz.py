@@ -383,10 +383,6 @@ def _bce_case(draw, op):
     pos_kind = draw(st.sampled_from(("none", "none", "class", "single", "zero", "bad_shape")))
     grad_kind = draw(st.sampled_from(("no", "no", "return", "fresh", "alias", "wrong_dtype")))
     seed = draw(st.integers(0, 2**32 - 1))
-    if weight_kind != "none" and ndim >= 2 and 0 in spec["shape"]:
-        # known open (REGRESSIONS "bce_weight_empty_batch", OPEN): an IndexError on every
-        # backend, the reference included; left out here so that the fuzzing goes on
-        weight_kind = "none"
     note(f"{op.name} {spec} axis={axis} reduction={reduction} target={target_kind} "
          f"{target_dtype} weight={weight_kind} pos_weight={pos_kind} grad={grad_kind}")
 
@@ -664,7 +660,7 @@ REGRESSIONS = {
         np.array([-3.855871e25], np.float32), np.array([0.9137254901960784]),
         pos_weight=np.array([0.0]), reduction="none", backend=BACKEND[0]),
     # hypothesis: a weight on logits with an empty batch (a leading dimension of 0): ops/sigmoid.py
-    # _weight2 indexes the weight's row 0, an IndexError on every backend, the reference included
+    # _weight2 indexed the weight's row 0, an IndexError on every backend (fixed: NaN, as torch)
     "bce_weight_empty_batch": lambda: fs.binary_cross_entropy_with_logits(
         np.zeros((0, 0)), np.zeros((0, 0)), weight=np.zeros((0, 0)), backend=BACKEND[0]),
     # atheris: b == 0 masks an entry whose exp overflows float32: -inf (nothing left to sum)
@@ -674,12 +670,7 @@ REGRESSIONS = {
         np.array([100.0, 1.0], np.float32), b=np.array([0.0, 0.0], np.float32),
         backend=BACKEND[0]),
 }
-_BCE_EMPTY = ("ops/sigmoid.py _weight2: wt[(0,) * (ndim - 1)] on an empty batch raises "
-              "IndexError (every backend; fix in the op layer, not a kernel)")
 OPEN = {  # (regression, backend): the code that still gets it wrong
-    ("bce_weight_empty_batch", "numpy"): _BCE_EMPTY,
-    ("bce_weight_empty_batch", "numba"): _BCE_EMPTY,
-    ("bce_weight_empty_batch", "cython"): _BCE_EMPTY,
     ("cross_entropy_infinite_weight_mean_grad", "numba"):
         "numba cross_entropy: grad of reduction='mean' with smoothing and a class weight "
         "infinite in the logits' dtype (target's weight 0) is NaN where the reference has inf",

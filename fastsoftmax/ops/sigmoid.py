@@ -108,6 +108,8 @@ def _weight2(weight, x, lay, kdt):
         raise ValueError(f"weight of shape {w.shape} does not broadcast against the logits' "
                          f"shape {x.shape}")
     wt = np.broadcast_to(w, x.shape).transpose(lay.perm)     # class axis last
+    if wt.size == 0:        # no logits: no weight is read (wt[0, ...] would not exist)
+        return np.ones((1, 1), dtype=kdt)
     lead = all(s == 0 or d == 1 for s, d in zip(wt.strides[:-1], wt.shape[:-1]))
     col = wt.strides[-1] != 0 and wt.shape[-1] > 1
     if lead:
