@@ -62,16 +62,18 @@ def calls_for(op, backend):
     calls.append((threaded, None))
     # rejected calls
     calls.append((lambda: func(**args, axis=5, backend=backend), np.exceptions.AxisError))
+    # ops with one class axis take no tuple (TypeError); the others no duplicate axes
+    one_class_axis = op.kernel in ("cross_entropy", "binary_cross_entropy", "sample_candidates")
     calls.append((lambda: func(**args, axis=(1, 1), backend=backend),
-                  TypeError if op.kernel == "cross_entropy" else ValueError))  # one class axis
+                  TypeError if one_class_axis else ValueError))
     calls.append((lambda: func(**args, axis=-1, backend=backend, bogus=1), TypeError))
-    if op.kernel == "cross_entropy":
-        bad_t = np.full(shape[0], shape[1] + 5)
-        calls.append((lambda: func(args["logits"], bad_t, backend=backend), ValueError))
-        calls.append((lambda: func(args["logits"], bad_t.astype(bool), backend=backend),
+    if op.kernel == "cross_entropy":       # cross_entropy, linear_cross_entropy
+        bad_t = np.full_like(args["target"], 10**6)         # past every class
+        wkey = "weight" if op.name == "cross_entropy" else "class_weight"
+        calls.append((lambda: func(**{**args, "target": bad_t}, backend=backend), ValueError))
+        calls.append((lambda: func(**{**args, "target": bad_t.astype(bool)}, backend=backend),
                       TypeError))
-        calls.append((lambda: func(args["logits"], args["target"], weight=np.ones(3),
-                                   backend=backend), ValueError))
+        calls.append((lambda: func(**{**args, wkey: np.ones(3)}, backend=backend), ValueError))
     elif op.kernel == "softmax":
         calls.append((lambda: func(**args, method="bogus", backend=backend), ValueError))
         calls.append((lambda: func(np.array(["a"]), backend=backend), TypeError))

@@ -33,3 +33,17 @@ def check_choice(value, choices, name: str):
 
 def is_python_scalar(v) -> bool:
     return isinstance(v, (bool, int, float, complex)) and not isinstance(v, np.generic)
+
+
+def last_class_axis(axis, what: str) -> None:
+    """The class axis of ops whose logits are always (rows, classes): -1 or 1.  The same
+    exception types as cross_entropy's class axis: TypeError for anything but one integer,
+    AxisError out of range, ValueError for the other (row) axis."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis is the class axis of the {what} logits, one integer (-1 or 1); "
+                        f"got {axis!r}")
+    if not -2 <= axis <= 1:
+        raise np.exceptions.AxisError(int(axis), 2, msg_prefix=None)
+    if axis not in (-1, 1):
+        raise ValueError(f"axis is the class axis of the {what} logits: -1 (or 1) only, "
+                         f"got {axis!r}")

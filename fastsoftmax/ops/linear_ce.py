@@ -22,7 +22,7 @@ import operator
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
-from ._common import backend_for, check_choice
+from ._common import backend_for, check_choice, last_class_axis
 from .cross_entropy import (_REDUCTIONS, _class_weights, _index_targets, _mean_denominator,
                             _smoothing)
 
@@ -104,9 +104,7 @@ def linear_cross_entropy(x, weight, target, bias=None, *, class_weight=None, ign
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
     cap = _nonneg(softcap, "softcap", allow_none=True)
     z = _nonneg(z_loss, "z_loss")
-    if isinstance(axis, bool) or axis not in (-1, 1):
-        raise ValueError(f"axis is the class axis of the (N, V) logits: -1 (or 1) only, "
-                         f"got {axis!r}")
+    last_class_axis(axis, "(N, V)")
     if chunk_size is not None:
         if isinstance(chunk_size, bool):
             raise TypeError(f"chunk_size must be an integer, got {chunk_size!r}")

@@ -16,7 +16,7 @@ import operator
 import numpy as np
 
 from .. import _canon, _registry
-from ._common import backend_for
+from ._common import backend_for, last_class_axis
 from .cross_entropy import cross_entropy
 
 _OP = _registry.OPS["sampled_softmax_loss"]   # the family's row: its kernel is the sampler's
@@ -284,9 +284,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, num_sampled, num_class
     num_classes = _count(num_classes, "num_classes", 1)
     num_sampled = _count(num_sampled, "num_sampled", 1)
     num_true = _count(num_true, "num_true", 1)
-    if axis not in (-1, 1) or isinstance(axis, bool):
-        raise ValueError(f"axis is the class axis of the (batch, num_true + num_sampled) "
-                         f"logits: -1 (or 1) only, got {axis!r}")
+    last_class_axis(axis, "(batch, num_true + num_sampled)")
     if W.ndim != 2 or W.shape[0] != num_classes:
         raise ValueError(f"weights must be (num_classes, dim) = ({num_classes}, dim), "
                          f"got shape {W.shape}")
