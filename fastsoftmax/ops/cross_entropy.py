@@ -29,6 +29,13 @@ def _logits(logits):
     return x
 
 
+def _ignore_index(ignore_index) -> int:
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+
+
 def _smoothing(label_smoothing) -> float:
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
         raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
@@ -137,10 +144,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     x = _logits(logits)
     check_choice(reduction, _REDUCTIONS, "reduction")
     smoothing = _smoothing(label_smoothing)
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    ignore_index = _ignore_index(ignore_index)
     ax = _class_axis(axis, x.ndim)
     n_cls = x.shape[ax]
     if n_cls == 0:

@@ -23,8 +23,8 @@ import numpy as np
 
 from .. import _canon, _dispatch, _registry
 from ._common import backend_for, check_choice, last_class_axis
-from .cross_entropy import (_REDUCTIONS, _class_weights, _index_targets, _mean_denominator,
-                            _smoothing)
+from .cross_entropy import (_REDUCTIONS, _class_weights, _ignore_index, _index_targets,
+                            _mean_denominator, _smoothing)
 
 _OP = _registry.OPS["linear_cross_entropy"]
 MEMORY_BUDGET = 64 << 20      # bytes of chunk buffers when chunk_size is not given
@@ -98,10 +98,7 @@ def linear_cross_entropy(x, weight, target, bias=None, *, class_weight=None, ign
             raise ValueError(f"bias must have shape ({V},) (one per class), got {b.shape}")
     check_choice(reduction, _REDUCTIONS, "reduction")
     smoothing = _smoothing(label_smoothing)
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    ignore_index = _ignore_index(ignore_index)
     cap = _nonneg(softcap, "softcap", allow_none=True)
     z = _nonneg(z_loss, "z_loss")
     last_class_axis(axis, "(N, V)")
