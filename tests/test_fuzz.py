@@ -206,6 +206,20 @@ def _logsumexp_case(draw, op):
     return make, call, (), spec
 
 
+def _grad_options(grad_kind, x):
+    """The gradient keywords of a loss with a fused gradient (cross_entropy, binary
+    cross-entropy): none, returned, into a fresh buffer, over the logits, into a wrong dtype."""
+    if grad_kind == "return":
+        return {"return_grad": True}
+    if grad_kind == "fresh":
+        return {"grad_out": np.full(x.shape, 7, x.dtype)}
+    if grad_kind == "alias":
+        return {"grad_out": x}
+    if grad_kind == "wrong_dtype":
+        return {"grad_out": np.empty(x.shape, np.complex128)}
+    return {}
+
+
 def _cross_entropy_case(draw, op):
     spec = draw(array_specs(dtypes=DTYPES[:4] + (np.dtype("int32"),) + DTYPES[13:16],
                             min_dims=0, max_dims=3))
@@ -255,14 +269,7 @@ def _cross_entropy_case(draw, op):
             arrays["weight"] = np.zeros(n_cls)
         elif weight_kind == "bad_shape":
             arrays["weight"] = np.ones(n_cls + 1)
-        if grad_kind == "return":
-            extra["return_grad"] = True
-        elif grad_kind == "fresh":
-            extra["grad_out"] = np.full(x.shape, 7, x.dtype)
-        elif grad_kind == "alias":
-            extra["grad_out"] = x
-        elif grad_kind == "wrong_dtype":
-            extra["grad_out"] = np.empty(x.shape, np.complex128)
+        extra.update(_grad_options(grad_kind, x))
         return arrays, extra
 
     aliased = ("logits",) if grad_kind == "alias" else ()
@@ -436,14 +443,7 @@ def _bce_case(draw, op):
         elif pos_kind == "bad_shape":
             arrays["pos_weight"] = np.ones(n_cls + 2)
         extra = {}
-        if grad_kind == "return":
-            extra["return_grad"] = True
-        elif grad_kind == "fresh":
-            extra["grad_out"] = np.full(x.shape, 7, x.dtype)
-        elif grad_kind == "alias":
-            extra["grad_out"] = x
-        elif grad_kind == "wrong_dtype":
-            extra["grad_out"] = np.empty(x.shape, np.complex128)
+        extra.update(_grad_options(grad_kind, x))
         return arrays, extra
 
     aliased = ("logits",) if grad_kind == "alias" else ()
