@@ -92,9 +92,14 @@ FSM_INLINE double F(bce_piece)(const FT *x, const FT *z, const FT *ws, FT w0, co
         /* with pos_weight p: (1 - t) max(x, 0) + p t max(-x, 0) + (1 + (p - 1) t) l, the same
            sum regrouped so that no two terms cancel (t in [0, 1], p >= 0: all are >= 0); the
            plain sum's -t x and (p - 1) t max(-x, 0) cancel for a huge negative x and p = 0, and
-           with FMA contraction leave the rounding error of t|x| (8.4e17 at x = -3.9e25) */
-        FT lo = HP ? ((FT)1 - t) * pos + ps[k] * t * neg + ((FT)1 + (ps[k] - (FT)1) * t) * lp
-                   : pos - t * v + lp;
+           with FMA contraction leave the rounding error of t|x| (8.4e17 at x = -3.9e25).  An
+           infinite logit keeps the plain sum, whose inf / NaN are the reference's and torch's */
+        FT lo = pos - t * v + lp;
+        if (HP) {
+            FT plain = lo + (ps[k] - (FT)1) * t * (lp + neg);
+            FT grouped = ((FT)1 - t) * pos + ps[k] * t * neg + ((FT)1 + (ps[k] - (FT)1) * t) * lp;
+            lo = v - v == 0 ? grouped : plain;
+        }
         FT wk = HW == 1 ? ws[k] : w0;
         if (HW) lo *= wk;
         s += (double)lo;

@@ -107,11 +107,14 @@ def _bce_blocks(x, grad, z, w, pw, scale, partial, loss, b0, b1):
                 t = zs[k]
                 ev = fexpn(-abs(v))
                 lp = like(v, log1pe(np.float64(ev)))
-                if pw is not None:      # regrouped: no two terms cancel (the C kernel's form)
-                    lo = ((one - t) * max(v, zero) + ps[k] * t * max(-v, zero)
-                          + (one + (ps[k] - one) * t) * lp)
-                else:
-                    lo = max(v, zero) - t * v + lp
+                lo = max(v, zero) - t * v + lp
+                if pw is not None:      # regrouped: no two terms cancel (the C kernel's form);
+                    # an infinite logit keeps the plain sum (its inf / NaN: the reference's)
+                    if v - v == 0:
+                        lo = ((one - t) * max(v, zero) + ps[k] * t * max(-v, zero)
+                              + (one + (ps[k] - one) * t) * lp)
+                    else:
+                        lo += (ps[k] - one) * t * (lp + max(-v, zero))
                 if w is not None:
                     wk = ws[k] if wcol else ws[0]
                     lo = lo * wk
