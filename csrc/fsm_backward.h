@@ -3,7 +3,7 @@
  *
  * Per row (docs/training.md), y the forward output, g the incoming gradient:
  *   softmax:      s = sum g*y,  o = y * (g - s)
- *   log_softmax:  s = sum g,    o = g - exp(y) * s
+ *   log_softmax:  s = sum g,    o = g - exp(y) * s     (o = g where s == 0, exp(y) finite or not)
  * s is a double accumulation (products formed in double), rounded once to FT for the write
  * pass, which follows while the row is in cache: one fused pass per row.  o may be g or y
  * itself (in place: each element is read before it is written; `omp simd` asserts the loops
@@ -39,7 +39,11 @@ FSM_INLINE double F(bwd_sum)(const FT *g, const FT *y, int64_t n, int log)
 
 FSM_INLINE void F(bwd_write)(const FT *g, const FT *y, FT *o, int64_t n, int log, FT c)
 {
-    if (log) {
+    if (log && c == 0) {
+        /* exp(y) * 0 is 0, also where exp(y) overflows FT (y > log(FT_MAX), outside
+           log_softmax's range): o = g, not inf * 0 = NaN */
+        if (o != g) memcpy(o, g, (size_t)n * sizeof(FT));
+    } else if (log) {
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) o[j] = g[j] - EXP(y[j]) * c;
     } else {
@@ -88,7 +92,8 @@ static void F(bwd_tile)(const void *p, int64_t oi, int64_t c0, int64_t c1)
         FT *oj = o + j * inner;
         if (c->log) {
 #pragma omp simd
-            for (int64_t k = 0; k < w; k++) oj[k] = gj[k] - EXP(yj[k]) * cs[k];
+            for (int64_t k = 0; k < w; k++)
+                oj[k] = cs[k] == 0 ? gj[k] : gj[k] - EXP(yj[k]) * cs[k];   /* as bwd_write */
         } else {
 #pragma omp simd
             for (int64_t k = 0; k < w; k++) oj[k] = yj[k] * (gj[k] - cs[k]);

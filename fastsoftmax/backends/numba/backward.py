@@ -2,7 +2,8 @@
 contract function ``softmax_backward``.
 
 Per row (docs/training.md): softmax ``s = sum g*y``, ``o = y * (g - s)``; log_softmax
-``s = sum g``, ``o = g - exp(y) * s``.  ``s`` is accumulated in float64 (products formed in
+``s = sum g``, ``o = g - exp(y) * s`` (``o = g`` where ``s == 0``: exp(y) may overflow for y
+outside log_softmax's range, and inf * 0 must not give NaN).  ``s`` is accumulated in float64 (products formed in
 float64), then rounded once to the row's dtype for the write pass, which runs while the row is
 still in cache (one fused pass per row: 2 reads of g and y, 1 write; out of cache the second
 read comes from L2 for rows up to ~40K float32).
@@ -43,7 +44,10 @@ def _rowwrite(g, y, o, log, s):
     gs = pick(g, o)
     ys = pick(y, o)
     c = like(o[0], s)
-    if log:
+    if log and c == 0:          # exp(y) * 0 is 0 even where exp(y) overflows: o = g
+        for j in range(o.shape[0]):
+            o[j] = gs[j]
+    elif log:
         for j in range(o.shape[0]):
             o[j] = gs[j] - fexp(ys[j]) * c
     else:
@@ -64,8 +68,12 @@ def _rows_loop(g, out, r0, r1, y, log):
             for j in range(n):
                 s = radd(s, np.float64(gs[i, j]))
             c = like(out[i, 0], s)
-            for j in range(n):
-                out[i, j] = gs[i, j] - fexp(ys[i, j]) * c
+            if c == 0:          # as _rowwrite
+                for j in range(n):
+                    out[i, j] = gs[i, j]
+            else:
+                for j in range(n):
+                    out[i, j] = gs[i, j] - fexp(ys[i, j]) * c
         else:
             for j in range(n):
                 s = radd(s, np.float64(gs[i, j]) * np.float64(ys[i, j]))
@@ -105,7 +113,7 @@ def _inner_loop(g, out, o0, o1, k0, k1, y, log):
             yr = ys[o, j, k0:k1]
             if log:
                 for k in range(K):
-                    orow[k] = gr[k] - fexp(yr[k]) * c[k]
+                    orow[k] = gr[k] if c[k] == 0 else gr[k] - fexp(yr[k]) * c[k]
             else:
                 for k in range(K):
                     orow[k] = yr[k] * (gr[k] - c[k])

@@ -164,14 +164,18 @@ def _rows_loop(x, grad, r0, r1, target, probs, weight, ignore_index, eps, scale,
                 et = np.float64(gi[t])
                 if eps == 0.0:
                     scale1(gi, c)
-                elif weight is None:
-                    g0 = like(m, scale * eC)
-                    for j in range(C):
-                        gi[j] = gi[j] * c - g0
                 else:
-                    g0 = like(m, scale * eC)
-                    for j in range(C):
-                        gi[j] = gi[j] * c - g0 * weight[j]
+                    # scale * (p_j Q - q_j), grouped as the reference: scale distributed over
+                    # the difference meets inf - inf when scale is inf (mean over weight 0)
+                    cq = like(m, Q / s)
+                    g0 = like(m, eC)
+                    sc = like(m, scale)
+                    if weight is None:
+                        for j in range(C):
+                            gi[j] = sc * (gi[j] * cq - g0)
+                    else:
+                        for j in range(C):
+                            gi[j] = sc * (gi[j] * cq - g0 * weight[j])
                 qt = (1.0 - eps) * wt + eC * wt
                 gi[t] = scale * (et * (Q / s) - qt)
             if probs is not None:
@@ -223,10 +227,10 @@ def _small_finish(x, grad, ws, base, rows, m, k, e, s, target, weight, ignore_in
         sr = s[r]
         loss[i] = _target_loss(eps, eC, wt, sw, dt, lg[r], wd)
         if grad is not None:
-            c = Q / sr * scale
-            for j in range(C):
+            c = Q / sr
+            for j in range(C):      # scale * (p_j Q - q_j), grouped as the reference (_rows_loop)
                 wj = 1.0 if weight is None else np.float64(weight[j])
-                grad[i, j] = np.float64(e[r * C + j]) * c - scale * eC * wj
+                grad[i, j] = scale * (np.float64(e[r * C + j]) * c - eC * wj)
             qt = (1.0 - eps) * wt + eC * wt
             grad[i, t] = scale * (np.float64(e[r * C + t]) * (Q / sr) - qt)
 

@@ -8,6 +8,7 @@ With ``e = exp(-|x|)`` (never overflows; the cheap exp of a non-positive argumen
 * log_sigmoid = x - l for x < 0, -l otherwise (scipy's -0.0 at +inf);
 * BCE (torch's formula, pos_weight p folded in without cancellation, weight w):
   loss = w (max(x, 0) - z x + l + (p - 1) z (l + max(-x, 0)))
+       = w ((1 - z) max(x, 0) + p z max(-x, 0) + (1 + (p - 1) z) l)  (with p: no cancellation)
   grad = scale w (sigmoid(x) - z - (p - 1) z (1 - sigmoid(x)))
   over flat blocks of the (N, C) arrays (their partial sums in float64, one per block, in a
   fixed order whatever the thread count), each block walked row segment by row segment (the
@@ -107,8 +108,13 @@ def _bce_blocks(x, grad, z, w, pw, scale, partial, loss, b0, b1):
                 ev = fexpn(-abs(v))
                 lp = like(v, log1pe(np.float64(ev)))
                 lo = max(v, zero) - t * v + lp
-                if pw is not None:
-                    lo += (ps[k] - one) * t * (lp + max(-v, zero))
+                if pw is not None:      # regrouped: no two terms cancel (the C kernel's form);
+                    # an infinite logit keeps the plain sum (its inf / NaN: the reference's)
+                    if v - v == 0:
+                        lo = ((one - t) * max(v, zero) + ps[k] * t * max(-v, zero)
+                              + (one + (ps[k] - one) * t) * lp)
+                    else:
+                        lo += (ps[k] - one) * t * (lp + max(-v, zero))
                 if w is not None:
                     wk = ws[k] if wcol else ws[0]
                     lo = lo * wk
