@@ -74,7 +74,7 @@ def softmax(x, out, log, method="auto", nthreads=1, factor=None):
         else:
             e = np.exp(xw - m)
             r = e / np.sum(e, axis=1, keepdims=True)
-    out[...] = r
+        out[...] = r    # a huge 1/T may overflow the dtype: -inf, as the kernels
 
 
 def _max_real(a):
