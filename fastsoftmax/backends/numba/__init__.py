@@ -15,10 +15,11 @@ This module exposes exactly the kernel contract of docs/DESIGN.md (``softmax``, 
                   the contract's ``softmax``
 ``lse.py``        logsumexp maths and ``logsumexp``
 ``ce.py``         cross-entropy (loss + gradient) maths and ``cross_entropy``
-``temperature.py`` softmax / logsumexp / cross-entropy of x * (1/T): the ``factor`` argument
-                  of the three contract functions (temperature and base)
 ``sampling.py``   candidate sampling (inverse CDF, unique rejection loop): ``sample_candidates``
 ================  ===========================================================================
+
+``temperature.py``: softmax / logsumexp / cross-entropy of x * (1/T), reached through the
+``factor`` argument of the three contract functions (temperature and base).
 
 Softmax's inner loop is ``rows.expstore1`` (exp(x - m) stored while summing), called by
 ``softmax.softmax_row``.  docs/numba_backend.md has the measurements behind each choice.
