@@ -446,48 +446,44 @@ static void F(tce_row)(const F(tce_ctx) *c, int64_t i)
     const int neg = F(finite)(m);
     if (FSM_UNLIKELY(!neg)) m = 0;
     const FT a = (FT)(1.0 - eps), eCf = (FT)eC;
+    /* the sums the loss needs besides s, read from x before the exp pass may overwrite it */
+    double sx = 0.0, Q = 0.0;
+    if (P) {
+#pragma omp simd reduction(+ : sx, Q)
+        for (int64_t j = 0; j < C; j++) {
+            FT q = a * P[j] + eCf;
+            if (w) q = w[j] * q;
+            double d = ((double)x[j] - (double)m) * cd;
+            Q += (double)q;
+            sx += d == 0 ? 0.0 : (double)q * d;
+        }
+    } else if (eps != 0) {
+#pragma omp simd reduction(+ : sx)
+        for (int64_t j = 0; j < C; j++) {
+            double d = ((double)x[j] - (double)m) * cd;
+            sx += d == 0 ? 0.0 : (w ? (double)w[j] : 1.0) * d;
+        }
+    }
+    /* e = exp((x - m) c) into g (or a scratch block), as softmax's exp pass: scaled by 2^64
+       where m is the finite extreme (the sum with it: only their ratios are used, and
+       s * 2^-64 is exact) */
     FT buf[FSM_BLOCK];
-    double s = 0.0, sx = 0.0, Q = 0.0;
+    double s = 0.0;
     for (int64_t b0 = 0; b0 < C; b0 += FSM_BLOCK) {
         int64_t len = C - b0 < FSM_BLOCK ? C - b0 : FSM_BLOCK;
-        const FT *xb = x + b0;
         FT *eb = g ? g + b0 : buf;
-        const FT *wb = w ? w + b0 : NULL;
-        if (P) {
-            const FT *Pb = P + b0;
-#pragma omp simd reduction(+ : s, sx, Q)
-            for (int64_t j = 0; j < len; j++) {
-                FT v = xb[j];
-                FT q = a * Pb[j] + eCf;
-                if (wb) q = wb[j] * q;
-                FT e = neg ? F(texpn)(v, m, cf) : EXP((v - m) * cf);
-                double d = ((double)v - (double)m) * cd;
-                eb[j] = e;
-                s += (double)e;
-                Q += (double)q;
-                sx += d == 0 ? 0.0 : (double)q * d;
-            }
-        } else if (eps != 0) {
-#pragma omp simd reduction(+ : s, sx)
-            for (int64_t j = 0; j < len; j++) {
-                FT v = xb[j];
-                FT e = neg ? F(texpn)(v, m, cf) : EXP((v - m) * cf);
-                double d = ((double)v - (double)m) * cd;
-                eb[j] = e;
-                s += (double)e;
-                sx += d == 0 ? 0.0 : (wb ? (double)wb[j] : 1.0) * d;
-            }
+        if (FSM_LIKELY(neg)) {
+            s += F(trow_expsum_store64)(x + b0, eb, len, m, cf);
         } else {
-#pragma omp simd reduction(+ : s)
             for (int64_t j = 0; j < len; j++) {
-                FT v = xb[j];
-                FT e = neg ? F(texpn)(v, m, cf) : EXP((v - m) * cf);
+                FT e = EXP((x[b0 + j] - m) * cf);
                 eb[j] = e;
                 s += (double)e;
             }
         }
     }
-    const double ls = fsm_log_f64(s);
+    const double sl = neg ? s * 0x1p-64 : s;      /* the sum itself */
+    const double ls = fsm_log_f64(sl);
     double wt = 1.0;
     if (P) {
         c->loss[i] = (FT)(Q * ls - sx);

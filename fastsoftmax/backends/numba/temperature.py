@@ -83,6 +83,25 @@ def _ov_col(b, o, k):
     return lambda b, o, k: b[o, :, k]
 
 
+@cjit(**JIT)
+def texpstore1(x, o, m, c):
+    """o = exp((src - m) c) * 2^64 (texps), returns their sum in float64 (partial sums of SUB
+    elements in the input dtype, as rows.expstore1); x None: src is o."""
+    n = o.shape[0]
+    s = 0.0
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        ps = like(m, 0.0)
+        for j in range(ob.shape[0]):
+            e = texps(vb[j], m, c)
+            ob[j] = e
+            ps = radd(ps, e)
+        s += np.float64(ps)
+    return s
+
+
 # ------------------------------------------------------------------- softmax / log_softmax
 @cjit(**JIT)
 def tsoftmax_row(x, o, log, cd):
@@ -95,17 +114,7 @@ def tsoftmax_row(x, o, log, cd):
         if not np.isfinite(m):
             o[:] = _NAN
             return
-        s = 0.0
-        for a in range(0, n, SUB):
-            b = min(a + SUB, n)
-            ob = o[a:b]
-            vb = block(x, ob, a, b)
-            ps = like(m, 0.0)
-            for j in range(ob.shape[0]):
-                e = texps(vb[j], m, c)
-                ob[j] = e
-                ps = radd(ps, e)
-            s += np.float64(ps)
+        s = texpstore1(x, o, m, c)
         scale1(o, like(m, 1.0 / s))         # the 2^64 of texps goes with 1/s
         return
     fin = np.isfinite(m)
@@ -254,12 +263,20 @@ def tlse_row(a, b, cd, want_sign):
     k = 0.0
     t = 0.0
     if np.isfinite(m):
-        if b is None:
-            for j in range(n):
-                v = a[j]
-                e = np.float64(texps(v, m, c))
-                k = radd(k, 1.0 if v == m else 0.0)
-                t = radd(t, e if v != m else 0.0)
+        if b is None:       # lse.py's blocks: partial sums of SUB elements in the dtype
+            zero = like(m, 0.0)
+            one = like(m, 1.0)
+            for a0 in range(0, n, SUB):
+                ab = a[a0:min(a0 + SUB, n)]
+                pt = zero
+                pk = zero
+                for j in range(ab.shape[0]):
+                    v = ab[j]
+                    e = texps(v, m, c)
+                    pt = radd(pt, e if v != m else zero)
+                    pk = radd(pk, one if v == m else zero)
+                t += np.float64(pt)
+                k += np.float64(pk)
             t *= EXP_UNSCALE
         else:
             for j in range(n):
@@ -368,30 +385,34 @@ def _ce_loop(x, g, r0, r1, target, probs, weight, ii, eps, scale, loss, f, fs):
         neg = np.isfinite(m)
         if not neg:
             m = like(m, 0.0)
-        eb = pick(rowof(g, i), buf)
-        s = 0.0
+        # the sums the loss needs besides s, read from x before the exp pass may overwrite it
         sx = 0.0
         Q = 0.0
-        for j in range(C):
-            v = xi[j]
-            if neg:
-                e = texps(v, m, c) * like(one, EXP_UNSCALE)
-            else:
-                e = fexp((v - m) * c)
-            eb[j] = e
-            s = radd(s, np.float64(e))
-            if probs is not None:
+        if probs is not None:
+            for j in range(C):
                 q = a * probs[i, j] + eCf
                 if weight is not None:
                     q = weight[j] * q
-                d = (np.float64(v) - np.float64(m)) * cd
+                d = (np.float64(xi[j]) - np.float64(m)) * cd
                 Q = radd(Q, np.float64(q))
                 sx = radd(sx, 0.0 if d == 0 else np.float64(q) * d)
-            elif eps != 0:
-                d = (np.float64(v) - np.float64(m)) * cd
+        elif eps != 0:
+            for j in range(C):
+                d = (np.float64(xi[j]) - np.float64(m)) * cd
                 wj = 1.0 if weight is None else np.float64(weight[j])
                 sx = radd(sx, 0.0 if d == 0 else wj * d)
-        ls = math.log(s)
+        eb = pick(rowof(g, i), buf)
+        if neg:     # scaled by 2^64 (texpstore1), the sum too: only their ratios are used
+            s = texpstore1(rowof(x, i), eb, m, c)
+            sl = s * EXP_UNSCALE
+        else:
+            s = 0.0
+            for j in range(C):
+                e = fexp((xi[j] - m) * c)
+                eb[j] = e
+                s += np.float64(e)
+            sl = s
+        ls = math.log(sl)
         wt = 1.0
         if probs is not None:
             loss[i] = Q * ls - sx
