@@ -272,7 +272,7 @@ def tlse_row(a, b, cd, want_sign):
                 pk = zero
                 for j in range(ab.shape[0]):
                     v = ab[j]
-                    e = texps(v, m, c)
+                    e = fexps((v - m) * c)      # the exponent rounded: lse's error is absolute
                     pt = radd(pt, e if v != m else zero)
                     pk = radd(pk, one if v == m else zero)
                 t += np.float64(pt)
