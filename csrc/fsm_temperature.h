@@ -42,19 +42,39 @@ static inline FT F(row_extreme)(const FT *x, int64_t n, double c)
 }
 
 /* exp((x - m) c) * 2^64 for (x - m) c <= 0 or NaN */
-#if FT_IS_F32
+#if FT_IS_F32 && (defined(__FMA__) || defined(__AVX512F__))
+/* fsm_exp64n2sum_f32 with the factor folded into its range reduction: n = rint(d c / ln2) from
+   one FMA (c log2e is loop-invariant), r = d c - n ln2 with the product exact inside an FMA
+   (n * the 9-bit head of ln2 is exact), then the tail of ln2 and lo c, lo the rounding error of
+   d = x - m (TwoSum).  One multiply more than the plain exp per element. */
+FSM_INLINE float F(texp64)(float x, float m, float c)
+{
+    float d = x - m;
+    float bb = d - x;
+    float lo = (x - (d - bb)) + (-m - bb);
+    const float magic = 0x1.8p23f + 191.0f;   /* 1.5 * 2^23 + (127 + 64), as fsm_math.h */
+    float t = d * (c * 0x1.715476p+0f) + magic;
+    float n = t - magic;
+    float r = __builtin_fmaf(d, c, -(n * 0.693359375f));
+    r = __builtin_fmaf(n, 2.12194440e-4f, r);
+    r = __builtin_fmaf(lo, c, r);
+    float q = 0x1.693e14p-10f;
+    q = q * r + 0x1.123c2cp-7f;
+    q = q * r + 0x1.555a70p-5f;
+    q = q * r + 0x1.55548ep-3f;
+    q = q * r + 0x1.fffffap-2f;
+    float p = (r * r) * q + r;
+    float s = fsm_f32_from_bits(fsm_f32_bits(t) << 23);   /* 2^(n+64) */
+    float y = s * p + s;
+    return n < -151.0f ? 0.0f : y;            /* exp < 2^-150 (also -inf); NaN kept */
+}
+#elif FT_IS_F32
 FSM_INLINE float F(texp64)(float x, float m, float c)
 {
     float d = x - m;                      /* TwoSum: d + lo == x - m exactly */
     float bb = d - x;
     float lo = (x - (d - bb)) + (-m - bb);
-    float p = d * c;
-#if defined(__FMA__) || defined(__AVX512F__)
-    float err = __builtin_fmaf(d, c, -p) + lo * c;   /* d c - p exactly, plus lo c */
-#else
-    float err = lo * c;
-#endif
-    return fsm_exp64n2sum_f32(p, err);
+    return fsm_exp64n2sum_f32(d * c, lo * c);
 }
 #else
 FSM_INLINE double F(texp64)(double x, double m, double c) { return fsm_exp64n_f64((x - m) * c); }
