@@ -14,8 +14,9 @@
  *     logsumexp    m + T (log1p(t / k) + log|k|), k, t as the plain kernel with a -> (a - m) c;
  *                  not finite: T log(sum b exp(a c)) in double (the plain rare path on a c)
  *     cross-entropy  the plain formulas with x - m -> (x - m) c, and the gradient times c
- *   float32: exp((x - m) c) takes the rounding errors of x - m (TwoSum) and, with an FMA, of the
- *   product into its reduced argument (texp), so the exps keep the plain kernels' accuracy.
+ *   float32: exp((x - m) c) takes the rounding error of x - m (TwoSum) into its reduced argument
+ *   and, with an FMA, forms the product exactly inside the range reduction (texp64), so the exps
+ *   keep the plain kernels' accuracy for one multiply more per element.
  *   These kernels are separate from the plain ones, which stay exactly as they were (a call
  *   without temperature never reaches this file).  Simpler, too: three passes per row (no online
  *   variant, no group path for small rows, no split of one long row over threads), rows or
