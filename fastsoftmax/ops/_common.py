@@ -56,6 +56,7 @@ def is_plain(temperature, base) -> bool:
     return base is None and (type(temperature) is float or type(temperature) is int) \
         and temperature == 1
 
+
 def _scale_values(value, name: str):
     """``value`` (temperature or base) as a float or a float64 ndarray, after the type check."""
     if is_python_scalar(value) or isinstance(value, np.generic):
