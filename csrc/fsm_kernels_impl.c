@@ -84,6 +84,7 @@
 #include "fsm_ce.h"
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
+#include "fsm_temperature.h"
 #undef FT
 #undef FT_IS_F32
 #undef F
@@ -97,6 +98,7 @@
 #include "fsm_ce.h"
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
+#include "fsm_temperature.h"
 #undef FT
 #undef FT_IS_F32
 #undef F

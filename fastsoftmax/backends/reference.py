@@ -12,6 +12,12 @@ speed:
 
 The reduced axis is axis 1 of the ``(outer, n, inner)`` arrays; ``method`` and ``nthreads`` are
 accepted for the contract and ignored.
+
+``factor`` (temperature and base, docs/training.md): c = 1/T of each row, a float or
+an (outer, inner) float64 array ((N,) for cross_entropy).  The reference shifts each real row by
+its extreme m (the max where c > 0, the min where c < 0; 0 where that is not finite) and runs
+the plain op on (x - m) * c, plainly: softmax and cross_entropy are unchanged by the shift,
+logsumexp adds m back (m + T * lse((x - m) * c)); cross_entropy's gradient is multiplied by c.
 """
 from __future__ import annotations
 
@@ -27,8 +33,26 @@ def _wide(dtype: np.dtype) -> np.dtype:
     return np.result_type(dtype, np.float64)
 
 
-def softmax(x, out, log, method="auto", nthreads=1):
+def _scaled(xw, scale, axis=1):
+    """((x - m) * c, m, c) of the wide array xw (scale: a float or per-row array, broadcast
+    along ``axis``); complex arrays are multiplied as they are (m = 0)."""
+    c = np.asarray(scale, np.float64)
+    if c.ndim:
+        c = np.expand_dims(c, axis)
+    with np.errstate(all="ignore"):
+        if xw.dtype.kind == "c":
+            return xw * c, np.zeros(()), c
+        hi = np.max(xw, axis=axis, keepdims=True)
+        lo = np.min(xw, axis=axis, keepdims=True)
+        m = np.where(c > 0, hi, lo)
+        m = np.where(np.isfinite(m), m, 0)
+        return (xw - m) * c, m, c
+
+
+def softmax(x, out, log, method="auto", nthreads=1, factor=None):
     xw = x.astype(_wide(x.dtype))
+    if factor is not None:
+        xw = _scaled(xw, factor)[0]
     with np.errstate(all="ignore"):
         m = np.max(xw, axis=1, keepdims=True)
         if log:
@@ -50,7 +74,7 @@ def softmax(x, out, log, method="auto", nthreads=1):
         else:
             e = np.exp(xw - m)
             r = e / np.sum(e, axis=1, keepdims=True)
-    out[...] = r
+        out[...] = r    # a huge 1/T may overflow the dtype: -inf, as the kernels
 
 
 def _max_real(a):
@@ -95,11 +119,22 @@ def _lse_shifted(a, b, want_sign):
     return r, sgn
 
 
-def logsumexp(x, b, out, sign, nthreads=1):
+def logsumexp(x, b, out, sign, nthreads=1, factor=None):
     wide = _wide(x.dtype if b is None else np.result_type(x, b))
     a = x.astype(wide)
     bw = None if b is None else b.astype(wide)
     want_sign = sign is not None
+    if factor is not None:
+        if bw is not None and wide.kind != "c":  # the extreme over the unmasked terms only
+            neg = np.asarray(factor)[:, None, :] < 0 if np.ndim(factor) else factor < 0
+            a = np.where(bw == 0, np.where(neg, np.inf, -np.inf), a)
+        a, m, c = _scaled(a, factor)
+        r = np.empty(out.shape, wide)
+        logsumexp(a, bw, r, sign, nthreads)
+        rows = (a.shape[0], 1, a.shape[2])
+        with np.errstate(all="ignore"):   # m + T * lse((x - m) / T)
+            out[...] = np.broadcast_to(m, rows)[:, 0, :] + r / np.broadcast_to(c, rows)[:, 0, :]
+        return
     with np.errstate(all="ignore"):
         # the direct formula, used where the shifted one is not finite (C99 exp/log rules)
         direct = np.sum(np.exp(a) if bw is None else bw * np.exp(a), axis=1, keepdims=True)
@@ -119,9 +154,12 @@ def logsumexp(x, b, out, sign, nthreads=1):
 
 
 def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale, loss, grad,
-                  nthreads=1):
+                  nthreads=1, factor=None):
     wide = _wide(logits.dtype)
     x = logits.astype(wide)
+    if factor is not None:   # the loss of x * c; its gradient carries c (chain rule)
+        x, _, c = _scaled(x, factor)
+        scale = scale * c
     n_rows, n_cls = x.shape
     w = np.ones(n_cls, wide) if weight is None else weight.astype(wide)
     e = wide.type(smoothing)

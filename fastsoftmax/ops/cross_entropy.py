@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
-from ._common import backend_for, check_choice, overlaps
+from ._common import backend_for, check_choice, is_plain, kernel_scale, overlaps, row_scale
 
 _OP = _registry.OPS["cross_entropy"]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -113,7 +113,8 @@ def _mean_denominator(reduction, idx, w, ignore_index, n_rows) -> float:
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, axis=-1, return_grad=False, grad_out=None, backend=None):
+                  label_smoothing=0.0, axis=-1, return_grad=False, grad_out=None, backend=None,
+                  temperature=1.0, base=None):
     """Cross-entropy of ``logits`` against ``target``, with torch.nn.functional.cross_entropy's
     options, and optionally its gradient from the same pass.
 
@@ -127,25 +128,32 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     being d(loss)/d(logits) (of ``loss.sum()`` for reduction="none").  ``grad_out`` takes the
     buffer to write it to, ``logits`` itself included: the gradient then replaces the logits and
     no N x C memory is allocated.  Loss and gradient have the logits' float dtype.
+
+    ``temperature`` T: the loss of ``logits / T`` (a positive finite number, or one per row: an
+    array broadcasting against the batch shape, or the keepdims shape); the gradient is that of
+    the returned loss with respect to ``logits`` (so it carries the 1/T).  ``base`` b (> 0,
+    != 1): temperature 1/ln(b).  Not both (TypeError).
     """
-    fast = _dispatch.fast_path(backend)
-    if fast is not None:
-        res = fast.cross_entropy(logits, target, weight, ignore_index, reduction,
-                                 label_smoothing, axis, return_grad, grad_out)
-        if res is not None:
-            return res
+    if is_plain(temperature, base):
+        fast = _dispatch.fast_path(backend)
+        if fast is not None:
+            res = fast.cross_entropy(logits, target, weight, ignore_index, reduction,
+                                     label_smoothing, axis, return_grad, grad_out)
+            if res is not None:
+                return res
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
-                          axis, return_grad, grad_out, backend)
+                          axis, return_grad, grad_out, backend, temperature, base)
 
 
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, axis,
-                   return_grad, grad_out, backend):
+                   return_grad, grad_out, backend, temperature=1.0, base=None):
     """The general path: every input and option, every backend."""
     x = _logits(logits)
     check_choice(reduction, _REDUCTIONS, "reduction")
     smoothing = _smoothing(label_smoothing)
     ignore_index = _ignore_index(ignore_index)
     ax = _class_axis(axis, x.ndim)
+    sc = row_scale(temperature, base, x.shape, (ax,))
     n_cls = x.shape[ax]
     if n_cls == 0:
         raise ValueError(f"logits have no class: axis {axis} of shape {x.shape} has length 0")
@@ -179,8 +187,13 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
                 g2 = np.empty((n_rows, n_cls), kdt)
         with np.errstate(divide="ignore"):
             scale = float(np.float64(1.0) / np.float64(denom))
-        mod.cross_entropy(x2, idx, p2, w, ignore_index, smoothing, scale, loss_rows, g2,
-                          _dispatch.get_num_threads())
+        args = (x2, idx, p2, w, ignore_index, smoothing, scale, loss_rows, g2,
+                _dispatch.get_num_threads())
+        if sc is None:
+            mod.cross_entropy(*args)
+        else:   # temperature / base: the factor per row, fused in the kernel
+            ks = kernel_scale(sc, lay)
+            mod.cross_entropy(*args, ks if isinstance(ks, float) else ks.reshape(n_rows))
         if grad is not None and not np.may_share_memory(g2, grad):
             np.copyto(grad, lay.from3(g2.reshape(lay.shape3)), casting="same_kind")
     elif grad is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
-from ._common import backend_for, is_python_scalar
+from ._common import backend_for, is_plain, is_python_scalar, kernel_scale, row_scale
 
 _OP = _registry.OPS["logsumexp"]
 
@@ -33,33 +33,43 @@ def _broadcast_b(arr, b):
     return arr, barr, res_dtype
 
 
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backend=None):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backend=None,
+              temperature=1.0, base=None):
     """``log(sum(b * exp(a)))`` along ``axis``: a drop-in for ``scipy.special.logsumexp``.
 
     ``b`` scales the terms (broadcast against ``a``; zeros mask entries, negative values subtract).
     With ``return_sign=True`` the result is ``(log|sum|, sign)``; otherwise a negative sum gives
     NaN.  An empty reduction gives -inf.  0-d results come back as NumPy scalars, like scipy's.
+
+    ``temperature`` T: ``T * log(sum(b * exp(a / T)))``, the smooth maximum (it tends to the
+    max as T -> 0); a positive finite number or one per reduced row (an array broadcasting
+    against the reduced shape, or the keepdims shape).  ``base`` (> 0, != 1): temperature
+    1/ln(base), i.e. ``log_base(sum(b * base**a))``.  Not both (TypeError).
     """
-    fast = _dispatch.fast_path(backend)
-    if fast is not None:
-        res = fast.logsumexp(a, axis, b, keepdims, return_sign)
-        if res is not None:
-            return res
-    return _logsumexp(a, axis, b, keepdims, return_sign, backend)
+    if is_plain(temperature, base):
+        fast = _dispatch.fast_path(backend)
+        if fast is not None:
+            res = fast.logsumexp(a, axis, b, keepdims, return_sign)
+            if res is not None:
+                return res
+    return _logsumexp(a, axis, b, keepdims, return_sign, backend, temperature, base)
 
 
-def _logsumexp(a, axis, b, keepdims, return_sign, backend):
+def _logsumexp(a, axis, b, keepdims, return_sign, backend, temperature=1.0, base=None):
     """The general path: every input and option, every backend."""
     arr, barr, res_dtype = _broadcast_b(_canon.as_array(a, "a"), b)
     if arr.ndim == 0:  # scipy works on at least 1-d
         arr = arr.reshape(1)
         barr = None if barr is None else barr.reshape(1)
     axes = _canon.normalize_axes(axis, arr.ndim)
+    sc = row_scale(temperature, base, arr.shape, axes)
     lay = _canon.Layout.reduce(arr, axes)
     r2 = np.empty((lay.outer, lay.inner), res_dtype)
     s2 = np.empty_like(r2) if return_sign else None
     if lay.n == 0:
         r2.fill(-np.inf)
+        if sc is not None:  # T * log(0): +inf where the factor (1/T) is negative (base < 1)
+            r2[np.broadcast_to(np.asarray(kernel_scale(sc, lay)) < 0, r2.shape)] = np.inf
         if return_sign:
             s2.fill(-1)  # scipy's sign(-inf) for an empty reduction
     elif r2.size:
@@ -68,8 +78,12 @@ def _logsumexp(a, axis, b, keepdims, return_sign, backend):
         kdt = cdt or res_dtype
         k_out = r2 if r2.dtype == kdt else np.empty(r2.shape, kdt)
         k_sign = None if s2 is None else (s2 if s2.dtype == kdt else np.empty(s2.shape, kdt))
-        mod.logsumexp(lay.to3(arr, kdt), None if barr is None else lay.to3(barr, kdt),
-                      k_out, k_sign, _dispatch.get_num_threads())
+        args = (lay.to3(arr, kdt), None if barr is None else lay.to3(barr, kdt), k_out, k_sign,
+                _dispatch.get_num_threads())
+        if sc is None:
+            mod.logsumexp(*args)
+        else:   # temperature / base: the factor 1/T per row, fused in the kernels
+            mod.logsumexp(*args, kernel_scale(sc, lay))
         if k_out is not r2:
             r2[...] = k_out
             if s2 is not None:

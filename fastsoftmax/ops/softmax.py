@@ -10,18 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
-from ._common import backend_for, check_choice, overlaps
+from ._common import (backend_for, check_choice, is_plain, kernel_scale, overlaps,
+                      row_scale)
 
 _OPS = {False: _registry.OPS["softmax"], True: _registry.OPS["log_softmax"]}
 
 
-def _softmax_like(x, axis, out, backend, method, log: bool):
+def _softmax_like(x, axis, out, backend, method, log: bool, temperature=1.0, base=None):
     """The general path: every input and option, every backend."""
     op = _OPS[log]
     arr = _canon.as_array(x, "x")
     res_dtype = _canon.exp_result_dtype(arr.dtype, op.name)
     axes = _canon.normalize_axes(axis, arr.ndim)
     check_choice(method, op.methods, "method")
+    sc = row_scale(temperature, base, arr.shape, axes)
     if out is not None:
         _canon.check_out(out, arr.shape, res_dtype)
     lay = _canon.Layout.reduce(arr, axes)
@@ -39,7 +41,11 @@ def _softmax_like(x, axis, out, backend, method, log: bool):
         dst = lay.view3(res) if res.dtype == x3.dtype else None
         if dst is None or overlaps(dst, x3):
             dst = np.empty(lay.shape3, x3.dtype)
-        mod.softmax(x3, dst, log, method, _dispatch.get_num_threads())
+        if sc is None:
+            mod.softmax(x3, dst, log, method, _dispatch.get_num_threads())
+        else:   # temperature / base: the factor 1/T per row, fused in the kernels
+            mod.softmax(x3, dst, log, method, _dispatch.get_num_threads(),
+                        kernel_scale(sc, lay))
         if not np.may_share_memory(dst, res):
             np.copyto(res, lay.from3(dst), casting="same_kind")
     if out is None and arr.ndim == 0:
@@ -47,7 +53,8 @@ def _softmax_like(x, axis, out, backend, method, log: bool):
     return res
 
 
-def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+def softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=1.0,
+            base=None):
     """Softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.softmax``.
 
     ``axis`` is None (the whole array), an int or a tuple of ints.  The result has scipy's dtype
@@ -55,23 +62,32 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
     and ``x``'s shape.  ``out=`` takes a preallocated result array (it may be ``x`` itself, for an
     in-place softmax).  ``backend`` is "auto", "numba", "cython" or "numpy"; ``method`` is "auto",
     "three_pass" (max, exp+sum, scale) or "online" (running max and sum, then scale).
+
+    ``temperature`` T: the softmax of ``x / T`` (a positive finite number, or one per reduced
+    row: an array broadcasting against the reduced shape, or the keepdims shape).  ``base`` b
+    (> 0, != 1): ``b**x / sum(b**x)``, temperature 1/ln(b); give one of the two, not both
+    (TypeError).  Both are fused into the kernels (docs/training.md, "Temperature and base").
     """
-    fast = _dispatch.fast_path(backend)
-    if fast is not None:
-        res = fast.softmax(x, axis, out, method, False)
-        if res is not None:
-            return res
-    return _softmax_like(x, axis, out, backend, method, log=False)
+    if is_plain(temperature, base):
+        fast = _dispatch.fast_path(backend)
+        if fast is not None:
+            res = fast.softmax(x, axis, out, method, False)
+            if res is not None:
+                return res
+    return _softmax_like(x, axis, out, backend, method, False, temperature, base)
 
 
-def log_softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+def log_softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=1.0,
+                base=None):
     """Log of the softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.log_softmax``.
 
-    Same arguments and result dtypes as :func:`softmax`.
+    Same arguments and result dtypes as :func:`softmax` (``temperature`` T: log_softmax of
+    ``x / T``; ``base`` b: the log, natural, of ``b**x / sum(b**x)``).
     """
-    fast = _dispatch.fast_path(backend)
-    if fast is not None:
-        res = fast.softmax(x, axis, out, method, True)
-        if res is not None:
-            return res
-    return _softmax_like(x, axis, out, backend, method, log=True)
+    if is_plain(temperature, base):
+        fast = _dispatch.fast_path(backend)
+        if fast is not None:
+            res = fast.softmax(x, axis, out, method, True)
+            if res is not None:
+                return res
+    return _softmax_like(x, axis, out, backend, method, True, temperature, base)

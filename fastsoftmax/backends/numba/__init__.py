@@ -18,6 +18,9 @@ This module exposes exactly the kernel contract of docs/DESIGN.md (``softmax``, 
 ``sampling.py``   candidate sampling (inverse CDF, unique rejection loop): ``sample_candidates``
 ================  ===========================================================================
 
+``temperature.py``: softmax / logsumexp / cross-entropy of x * (1/T), reached through the
+``factor`` argument of the three contract functions (temperature and base).
+
 Softmax's inner loop is ``rows.expstore1`` (exp(x - m) stored while summing), called by
 ``softmax.softmax_row``.  docs/numba_backend.md has the measurements behind each choice.
 
@@ -61,22 +64,24 @@ def _softmax_shapes():
     long_row = 2 * _MIN_WORK + _BLOCK
     for shape3, nt in (((2, 3, 1), 1), ((2, _SMALL_N + 5, 1), 1), ((2, 2 * _BLOCK + 3, 1), 1),
                        ((1, long_row, 1), 2), ((2, 3, 2), 1), ((1, 3, 40), 2)):
-        yield {0: shape3, 1: shape3}, nt
+        yield {0: shape3, 1: shape3, 5: shape3[::2]}, nt
 
 
 def _lse_shapes():
     for shape3, nt in (((2, 3, 1), 1), ((2, _SMALL_N + 5, 1), 1), ((2, 3, 2), 1)):
-        yield {0: shape3, 1: shape3, 2: shape3[::2], 3: shape3[::2]}, nt
+        yield {0: shape3, 1: shape3, 2: shape3[::2], 3: shape3[::2], 5: shape3[::2]}, nt
 
 
 def _ce_shapes():
     for N, C in ((2, 3), (2, _SMALL_N + 5)):
-        yield {0: (N, C), 1: (N,), 2: (N, C), 3: (C,), 7: (N,), 8: (N, C)}, 1
+        yield {0: (N, C), 1: (N,), 2: (N, C), 3: (C,), 7: (N,), 8: (N, C), 10: (N,)}, 1
 
 
-_WARM = {"softmax": (softmax, _softmax_shapes, {}),
-         "logsumexp": (logsumexp, _lse_shapes, {}),
-         "cross_entropy": (cross_entropy, _ce_shapes, {4: -100, 5: 0.0, 6: 1.0})}
+_WARM = {"softmax": (softmax, _softmax_shapes, {5: 0.5}),
+         "logsumexp": (logsumexp, _lse_shapes, {5: 0.5}),
+         "cross_entropy": (cross_entropy, _ce_shapes, {4: -100, 5: 0.0, 6: 1.0, 10: 0.5})}
+# the thread budget's position in each contract call (a temperature factor may follow it)
+_NTHREADS_AT = {"softmax": 4, "logsumexp": 4, "cross_entropy": 9}
 
 
 def _array_like(spec, shape, first):
@@ -112,7 +117,7 @@ def warm(entry, spec):
                 args.append(_array_like(s, arrays[i], args[0] if args else None))
             elif s[0] == "v":
                 args.append(s[1])
-            elif i == len(spec) - 1:        # the thread budget, last in every contract call
+            elif i == _NTHREADS_AT[entry]:  # the thread budget
                 args.append(s[1](nt))
             else:
                 args.append(s[1](scalars[i]))

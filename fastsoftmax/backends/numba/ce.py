@@ -22,6 +22,7 @@ from .explog import fexp, fexpn, log64
 from .intrinsics import like, pick, radd
 from .jit import JIT, cjit, hook
 from .pool import SMALL_COST, split_rows
+from .temperature import cross_entropy_temp
 from .rows import (BLOCK, SMALL_N, exp_shifted, expstore1x, finite_or_zero, max1, rows_kernel,
                    scale1, small_rows_kernel, x_arg)
 
@@ -240,7 +241,11 @@ _small = small_rows_kernel("ce_small", finite_or_zero, exp_shifted, _small_finis
 
 # ------------------------------------------------------------------------- the contract
 def cross_entropy(logits, target, probs, weight, ignore_index, smoothing, scale, loss, grad,
-                  nthreads):
+                  nthreads, factor=None):
+    if factor is not None:      # temperature / base: temperature.py's kernels
+        cross_entropy_temp(logits, target, probs, weight, ignore_index, smoothing, scale, loss,
+                           grad, factor, nthreads)
+        return
     N, C = logits.shape
     src = x_arg(logits, grad)
     work = N * C * (2 if grad is not None else 1) * (SMALL_COST if C <= SMALL_N else 1)

@@ -19,6 +19,7 @@ from .explog import EXP_UNSCALE, fexpn, fexps, log64
 from .intrinsics import fmax, like, radd, rowof
 from .jit import JIT, cjit, hook
 from .pool import SMALL_COST, split_inner, split_rows
+from .temperature import logsumexp_temp
 from .rows import SMALL_N, SUB, inner_kernel, keep, max1, rows_kernel, small_rows_kernel
 
 __all__ = ["logsumexp"]
@@ -232,7 +233,10 @@ _inner = inner_kernel("lse_inner", _inner_loop)
 
 
 # ------------------------------------------------------------------------- the contract
-def logsumexp(x, b, out, sign, nthreads):
+def logsumexp(x, b, out, sign, nthreads, factor=None):
+    if factor is not None:      # temperature / base: temperature.py's kernels
+        logsumexp_temp(x, b, out, sign, factor, nthreads)
+        return
     outer, n, inner = x.shape
     work = outer * n * inner
     if inner != 1:

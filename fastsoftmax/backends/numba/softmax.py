@@ -26,6 +26,8 @@ from .rows import (BLOCK, EXACT_BELOW, SMALL_N, block_stats, exp_shifted, expsto
                    merge_blocks, rows_kernel, scale1, shiftstore1, small_rows_kernel, sub1,
                    sumexp1, x_arg)
 
+from .temperature import softmax_temp
+
 __all__ = ["softmax"]
 
 _NAN = np.nan
@@ -271,7 +273,10 @@ _inner = inner_kernel("softmax_inner", _inner_loop)
 
 
 # ------------------------------------------------------------------------- the contract
-def softmax(x, out, log, method, nthreads):
+def softmax(x, out, log, method, nthreads, factor=None):
+    if factor is not None:      # temperature / base: temperature.py's kernels
+        softmax_temp(x, out, log, factor, nthreads)
+        return
     outer, n, inner = x.shape
     log = bool(log)
     src = x_arg(x, out)
