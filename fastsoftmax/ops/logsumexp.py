@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
+from . import masked as _masked
 from ._common import backend_for, is_python_scalar
 
 _OP = _registry.OPS["logsumexp"]
@@ -33,13 +34,19 @@ def _broadcast_b(arr, b):
     return arr, barr, res_dtype
 
 
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backend=None):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backend=None,
+              where=None):
     """``log(sum(b * exp(a)))`` along ``axis``: a drop-in for ``scipy.special.logsumexp``.
 
     ``b`` scales the terms (broadcast against ``a``; zeros mask entries, negative values subtract).
     With ``return_sign=True`` the result is ``(log|sum|, sign)``; otherwise a negative sum gives
     NaN.  An empty reduction gives -inf.  0-d results come back as NumPy scalars, like scipy's.
+    ``where`` (jax.nn.logsumexp's): a boolean array broadcasting against ``a``; False entries
+    take no part (a row with no True entry: -inf, sign 0); see docs/training.md.
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.logsumexp(a, axis, b, keepdims, return_sign, backend, where,
+                                 _broadcast_b, _logsumexp)
     fast = _dispatch.fast_path(backend)
     if fast is not None:
         res = fast.logsumexp(a, axis, b, keepdims, return_sign)

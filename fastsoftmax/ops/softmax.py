@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
+from . import masked as _masked
 from ._common import backend_for, check_choice, overlaps
 
 _OPS = {False: _registry.OPS["softmax"], True: _registry.OPS["log_softmax"]}
@@ -47,7 +48,7 @@ def _softmax_like(x, axis, out, backend, method, log: bool):
     return res
 
 
-def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+def softmax(x, axis=None, *, out=None, backend=None, method="auto", where=None):
     """Softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.softmax``.
 
     ``axis`` is None (the whole array), an int or a tuple of ints.  The result has scipy's dtype
@@ -55,7 +56,11 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
     and ``x``'s shape.  ``out=`` takes a preallocated result array (it may be ``x`` itself, for an
     in-place softmax).  ``backend`` is "auto", "numba", "cython" or "numpy"; ``method`` is "auto",
     "three_pass" (max, exp+sum, scale) or "online" (running max and sum, then scale).
+    ``where`` (jax.nn.softmax's): a boolean array broadcasting against ``x``; False entries
+    take no part and give 0 (a row with no True entry: all 0); see docs/training.md.
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.softmax(x, axis, out, backend, method, where, False, _softmax_like)
     fast = _dispatch.fast_path(backend)
     if fast is not None:
         res = fast.softmax(x, axis, out, method, False)
@@ -64,11 +69,14 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto"):
     return _softmax_like(x, axis, out, backend, method, log=False)
 
 
-def log_softmax(x, axis=None, *, out=None, backend=None, method="auto"):
+def log_softmax(x, axis=None, *, out=None, backend=None, method="auto", where=None):
     """Log of the softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.log_softmax``.
 
-    Same arguments and result dtypes as :func:`softmax`.
+    Same arguments and result dtypes as :func:`softmax`; with ``where``, False entries give
+    -inf (a row with no True entry: all -inf).
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.softmax(x, axis, out, backend, method, where, True, _softmax_like)
     fast = _dispatch.fast_path(backend)
     if fast is not None:
         res = fast.softmax(x, axis, out, method, True)

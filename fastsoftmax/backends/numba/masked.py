@@ -1,0 +1,240 @@
+"""Masks (jax.nn.softmax's ``where=``): the kernels' maths and the contract functions
+``softmax_masked``, ``logsumexp_masked`` and ``softmax_backward_masked``.
+
+Rows only: x, out (outer, n) (the API moves the reduced axes last).  The mask is stored by its
+distinct rows, ``mask`` (mrows, n) uint8 (nonzero: the entry takes part), row i of x using mask
+row ``rowmap[i]``; ``scale`` None or (outer,) float64: row i is ``x[i] * scale[i]`` (``v``).
+Per row, as csrc/fsm_masked.h (the same names):
+
+* softmax: m = max of v over masked-in entries; e = mk ? exp(v - m) * 2^64 : 0 stored while
+  summed (partial sums of ``SUB`` elements in the row's dtype, as rows.expstore1); out = e / s;
+* log_softmax: d = mk ? v - m : -inf stored while s = sum exp(d) (float64 sums of SUB-blocks);
+  out = d - log(s), log(s) from the rest-sum when s is near 1 (rows.log_of_sum);
+* logsumexp: k = count of masked-in v == m, t = sum of the others' exp(v - m),
+  log1p(t / k) + log(k) + m;
+* backward: s = sum over masked-in of g*y (softmax) or g (log_softmax), float64; out = mk ?
+  y*(g - s) / g - exp(y)*s : 0.
+
+m not finite (no masked-in entry, a masked-in +-inf or NaN) or s NaN: the rare row writes the
+contract's values directly (docs/DESIGN.md), and masked-out entries never reach a sum.  Rows are
+sliced (one row = one call of the 1-D functions below: an NRT incref per row, nothing at the
+attention-sized rows these serve) and split over the threads by ``pool.split_rows``.
+"""
+import math
+
+import numpy as np
+
+from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
+from .intrinsics import block, fmax, like, pick, radd, rowof
+from .jit import JIT, cjit, hook
+from .pool import split_rows
+from .rows import SUB, log_of_sum, rows_kernel, scale1, sub1, x_arg
+
+__all__ = ["softmax_masked", "logsumexp_masked", "softmax_backward_masked"]
+
+_NAN = np.nan
+_INF = np.inf
+
+
+# ------------------------------------------------------------------------------- 1-D pieces
+@cjit(**JIT)
+def mmax1(v, mk, sc):
+    """max of v * sc over the masked-in entries (-inf when none; NaN skipped)."""
+    ninf = like(v[0], -_INF)
+    m = ninf
+    for j in range(v.shape[0]):
+        t = v[j] * sc
+        m = fmax(m, t if mk[j] != 0 else ninf)
+    return m
+
+
+@cjit(**JIT)
+def mexpstore1(x, o, mk, sc, m):
+    """o = mk ? exp(src * sc - m) * 2^64 : 0, returns sum(o) (float64 of SUB-block partial sums
+    in the row's dtype); x None: src is o."""
+    n = o.shape[0]
+    s = 0.0
+    zero = like(m, 0.0)
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        mb = mk[a:b]
+        ps = zero
+        for j in range(ob.shape[0]):
+            e = fexpsd(vb[j] * sc, m)
+            e = e if mb[j] != 0 else zero
+            ob[j] = e
+            ps = radd(ps, e)
+        s += np.float64(ps)
+    return s
+
+
+@cjit(**JIT)
+def mshiftstore1(x, o, mk, sc, m):
+    """o = mk ? src * sc - m : -inf, returns sum exp(o) in float64 (m finite); x None: src is
+    o."""
+    n = o.shape[0]
+    s = 0.0
+    ninf = like(m, -_INF)
+    for a in range(0, n, SUB):
+        b = min(a + SUB, n)
+        ob = o[a:b]
+        vb = block(x, ob, a, b)
+        mb = mk[a:b]
+        ps = like(m, 0.0)
+        for j in range(ob.shape[0]):
+            d = vb[j] * sc - m
+            d = d if mb[j] != 0 else ninf
+            ob[j] = d
+            ps = radd(ps, fexps(d))
+        s += np.float64(ps)
+    return s * EXP_UNSCALE
+
+
+@cjit(**JIT)
+def mrare1(x, o, mk, sc, log, nan_row):
+    """The rare row: softmax mk ? NaN : 0; log_softmax mk ? v - log(sum exp v) : -inf (the
+    unmasked contract on the masked-in entries: m := 0); nan_row: a masked-in NaN (all NaN).
+    The sum reads src before any write (in place: x None)."""
+    src = pick(x, o)
+    n = o.shape[0]
+    if not log or nan_row:
+        off = like(o[0], -_INF if log else 0.0)
+        nan = like(o[0], _NAN)
+        for j in range(n):
+            o[j] = nan if mk[j] != 0 else off
+        return
+    s = 0.0
+    for j in range(n):
+        if mk[j] != 0:
+            s += math.exp(np.float64(src[j] * sc))
+    ls = like(o[0], math.log(s) if s > 0.0 else -_INF)
+    ninf = like(o[0], -_INF)
+    for j in range(n):
+        o[j] = src[j] * sc - ls if mk[j] != 0 else ninf
+
+
+@cjit(**JIT)
+def msoftmax_row(x, o, mk, sc, log):
+    """One row, three passes (x None: in place)."""
+    src = pick(x, o)
+    m = mmax1(src, mk, sc)
+    if not np.isfinite(m):
+        mrare1(x, o, mk, sc, log, False)
+        return
+    if not log:
+        s = mexpstore1(x, o, mk, sc, m)      # 2^64 * the sum
+        if s != s:
+            mrare1(x, o, mk, sc, log, True)
+            return
+        scale1(o, like(m, 1.0 / s))
+    else:
+        s = mshiftstore1(x, o, mk, sc, m)    # >= 1
+        if s != s:
+            mrare1(x, o, mk, sc, log, True)
+            return
+        # o holds v - m (the max at 0) or -inf: its rest-sum is the masked-in entries'
+        sub1(o, like(m, log_of_sum(o, 0.0, s)))
+
+
+@hook(inline=False)
+def _softmax_loop(x, out, r0, r1, mask, rowmap, scale, log):
+    for i in range(r0, r1):
+        sc = like(out[i, 0], 1.0) if scale is None else like(out[i, 0], scale[i])
+        msoftmax_row(rowof(x, i), out[i], mask[rowmap[i]], sc, log)
+
+
+_softmax_rows = rows_kernel("softmax_masked_rows", _softmax_loop)
+
+
+@hook(inline=False)
+def _lse_loop(x, out, r0, r1, mask, rowmap, scale, sign):
+    n = x.shape[1]
+    for i in range(r0, r1):
+        sc = like(x[i, 0], 1.0) if scale is None else like(x[i, 0], scale[i])
+        xi = x[i]
+        mk = mask[rowmap[i]]
+        m = mmax1(xi, mk, sc)
+        sgn = 1.0
+        nan = False
+        if np.isfinite(m):
+            k = 0.0
+            t = 0.0
+            for j in range(n):
+                v = xi[j] * sc
+                e = np.float64(fexpn(v - m))
+                inn = mk[j] != 0
+                k = radd(k, 1.0 if (inn and v == m) else 0.0)
+                t = radd(t, e if (inn and v != m) else 0.0)
+            r = math.log1p(t / k) + math.log(k) + np.float64(m)
+            nan = r != r
+        else:       # +inf, or no finite masked-in entry: a masked-in NaN decides
+            for j in range(n):
+                if mk[j] != 0 and xi[j] != xi[j]:
+                    nan = True
+            r = np.float64(m)
+            sgn = 1.0 if m > 0 else 0.0
+        if nan:
+            r = _NAN
+            sgn = _NAN
+        out[i] = r
+        if sign is not None:
+            sign[i] = sgn
+
+
+_lse_rows = rows_kernel("logsumexp_masked_rows", _lse_loop)
+
+
+@hook(inline=False)
+def _bwd_loop(g, out, r0, r1, y, mask, rowmap, log):
+    gs = pick(g, out)
+    ys = pick(y, out)
+    n = out.shape[1]
+    for i in range(r0, r1):
+        mk = mask[rowmap[i]]
+        gi = gs[i]
+        yi = ys[i]
+        oi = out[i]
+        s = 0.0
+        zero = like(oi[0], 0.0)
+        if log:
+            for j in range(n):
+                s = radd(s, np.float64(gi[j]) if mk[j] != 0 else 0.0)
+            c = like(oi[0], s)
+            for j in range(n):
+                v = gi[j] - fexp(yi[j]) * c
+                oi[j] = v if mk[j] != 0 else zero
+        else:
+            for j in range(n):
+                s = radd(s, np.float64(gi[j]) * np.float64(yi[j]) if mk[j] != 0 else 0.0)
+            c = like(oi[0], s)
+            for j in range(n):
+                v = yi[j] * (gi[j] - c)
+                oi[j] = v if mk[j] != 0 else zero
+
+
+_bwd_rows = rows_kernel("softmax_backward_masked_rows", _bwd_loop)
+
+
+# ------------------------------------------------------------------------- the contract
+def softmax_masked(x, mask, rowmap, out, log, scale, nthreads):
+    outer, n = out.shape
+    split_rows(_softmax_rows, x_arg(x, out), out, (mask, rowmap, scale, bool(log)), outer,
+               outer * n, nthreads)
+
+
+def logsumexp_masked(x, mask, rowmap, out, sign, scale, nthreads):
+    outer, n = x.shape
+    split_rows(_lse_rows, x, out, (mask, rowmap, scale, sign), outer, outer * n, nthreads)
+
+
+def _arg(a, out):
+    """None when a is out's buffer (in place), else a."""
+    return None if a.__array_interface__["data"][0] == out.__array_interface__["data"][0] else a
+
+
+def softmax_backward_masked(grad, y, mask, rowmap, out, log, nthreads):
+    outer, n = out.shape
+    split_rows(_bwd_rows, _arg(grad, out), out, (_arg(y, out), mask, rowmap, bool(log)), outer,
+               2 * outer * n, nthreads)
