@@ -39,13 +39,16 @@ _INF = np.inf
 # ------------------------------------------------------------------------------- 1-D pieces
 @cjit(**JIT)
 def mmax1(v, mk, sc):
-    """max of v * sc over the masked-in entries (-inf when none; NaN skipped)."""
+    """max of v * sc over the masked-in entries (-inf when none; sc > 0), as max(v) * sc (the
+    rounding of the product is monotone: the same value).  A masked-in NaN may make it NaN or
+    any value (fmax's nnan: rows.max1), and the row's result is NaN either way; a masked-out
+    one never reaches fmax (the select).  Selecting before the multiply also lets LLVM 20
+    vectorize the loop (with the product selected it stayed scalar)."""
     ninf = like(v[0], -_INF)
     m = ninf
     for j in range(v.shape[0]):
-        t = v[j] * sc
-        m = fmax(m, t if mk[j] != 0 else ninf)
-    return m
+        m = fmax(m, v[j] if mk[j] != 0 else ninf)
+    return m * sc
 
 
 @cjit(**JIT)
@@ -165,8 +168,8 @@ def _lse_loop(x, out, r0, r1, mask, rowmap, scale, sign):
                 v = xi[j] * sc
                 e = np.float64(fexpn(v - m))
                 inn = mk[j] != 0
-                k = radd(k, 1.0 if (inn and v == m) else 0.0)
-                t = radd(t, e if (inn and v != m) else 0.0)
+                k = radd(k, 1.0 if inn & (v == m) else 0.0)     # &, not and: it vectorizes
+                t = radd(t, e if inn & (v != m) else 0.0)
             r = math.log1p(t / k) + math.log(k) + np.float64(m)
             nan = r != r
         else:       # +inf, or no finite masked-in entry: a masked-in NaN decides
