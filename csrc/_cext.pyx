@@ -312,16 +312,17 @@ def softmax_masked(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray rowmap, cnp.ndar
     cdef int nt = _nthreads(nthreads)
     cdef void *px = cnp.PyArray_DATA(x)
     cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
     cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
     cdef const double *ps = <const double *>_ptr(scale)
     cdef void *po = cnp.PyArray_DATA(out)
     cdef const fsm_ops *ops = _ops
     if _is_f32(out):
         with nogil:
-            ops.softmax_masked_f32(<const float *>px, pm, pr, ps, <float *>po, outer, n, lg, nt)
+            ops.softmax_masked_f32(<const float *>px, pm, mr, pr, ps, <float *>po, outer, n, lg, nt)
     else:
         with nogil:
-            ops.softmax_masked_f64(<const double *>px, pm, pr, ps, <double *>po, outer, n, lg,
+            ops.softmax_masked_f64(<const double *>px, pm, mr, pr, ps, <double *>po, outer, n, lg,
                                    nt)
     return out
 
@@ -334,6 +335,7 @@ def logsumexp_masked(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray rowmap, cnp.nd
     cdef int nt = _nthreads(nthreads)
     cdef void *px = cnp.PyArray_DATA(x)
     cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
     cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
     cdef const double *ps = <const double *>_ptr(scale)
     cdef void *po = cnp.PyArray_DATA(out)
@@ -341,11 +343,11 @@ def logsumexp_masked(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray rowmap, cnp.nd
     cdef const fsm_ops *ops = _ops
     if _is_f32(x):
         with nogil:
-            ops.logsumexp_masked_f32(<const float *>px, pm, pr, ps, <float *>po, <float *>pg,
+            ops.logsumexp_masked_f32(<const float *>px, pm, mr, pr, ps, <float *>po, <float *>pg,
                                      outer, n, nt)
     else:
         with nogil:
-            ops.logsumexp_masked_f64(<const double *>px, pm, pr, ps, <double *>po,
+            ops.logsumexp_masked_f64(<const double *>px, pm, mr, pr, ps, <double *>po,
                                      <double *>pg, outer, n, nt)
     return out
 
@@ -360,16 +362,17 @@ def softmax_backward_masked(cnp.ndarray grad, cnp.ndarray y, cnp.ndarray mask,
     cdef void *pg = cnp.PyArray_DATA(grad)
     cdef void *py = cnp.PyArray_DATA(y)
     cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
     cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
     cdef void *po = cnp.PyArray_DATA(out)
     cdef const fsm_ops *ops = _ops
     if _is_f32(out):
         with nogil:
-            ops.softmax_backward_masked_f32(<const float *>pg, <const float *>py, pm, pr,
+            ops.softmax_backward_masked_f32(<const float *>pg, <const float *>py, pm, mr, pr,
                                             <float *>po, outer, n, lg, nt)
     else:
         with nogil:
-            ops.softmax_backward_masked_f64(<const double *>pg, <const double *>py, pm, pr,
+            ops.softmax_backward_masked_f64(<const double *>pg, <const double *>py, pm, mr, pr,
                                             <double *>po, outer, n, lg, nt)
     return out
 

@@ -18,6 +18,11 @@
  *   The common path needs m finite and s not NaN; anything else (no masked-in entry, a masked-in
  *   NaN or +-inf) takes the rare path of the row, which writes the contract's values directly
  *   (masked-out entries never reach a sum: their NaN / inf cannot leak).
+ *   Mask rows that are one contiguous range of ones (padding, causal, a window, all True / all
+ *   False; fsm_mask_ranges, once per call and mask row) skip the selects: the unmasked row
+ *   kernels (fsm_softmax.h softmax_row_3pass / _stream, fsm_lse.h lse_row, fsm_backward.h) run
+ *   on the range and the rest is filled -- the same values, since the semantics are the plain
+ *   op on the masked-in entries.  Rows with a scale always take the select loops.
  *   Out of cache (output >= FSM_NT_BYTES) softmax / log_softmax go through an L1 scratch row and
  *   stream the output (row_stream), as the unmasked kernel.  Rows are split over the threads
  *   (fsm_run_rows); a few long rows are not split (the masked entries serve attention-sized
@@ -30,9 +35,41 @@ typedef struct {
     const char *mask;
     const int64_t *rowmap;
     const double *scale;
+    const int64_t *ranges;       /* fsm_mask_ranges, or NULL: every row takes the select loops */
     int64_t n;
     int log, stream;
 } F(msk_ctx);
+
+#ifndef FSM_MASK_RANGES
+#define FSM_MASK_RANGES
+/* Mask rows that are one contiguous range of ones (a padding mask, a causal row, a sliding
+   window, all True, all False) run the unmasked row kernels on that range and fill the rest:
+   no select per element, and no work for the masked-out part.  rg[0..1] = [lo, hi) of mask row
+   mk when its nonzero entries are exactly that range (none: 0, 0), else rg[0] = -1. */
+static void fsm_mask_range(const char *mk, int64_t n, int64_t *rg)
+{
+    int64_t lo = 0, hi = n, cnt = 0;
+    uint64_t w;
+    while (lo + 8 <= n) { memcpy(&w, mk + lo, 8); if (w) break; lo += 8; }
+    while (lo < n && mk[lo] == 0) lo++;
+    if (lo == n) { rg[0] = rg[1] = 0; return; }
+    while (hi - 8 >= lo) { memcpy(&w, mk + hi - 8, 8); if (w) break; hi -= 8; }
+    while (mk[hi - 1] == 0) hi--;
+#pragma omp simd reduction(+ : cnt)
+    for (int64_t i = lo; i < hi; i++) cnt += mk[i] != 0;
+    rg[0] = cnt == hi - lo ? lo : -1;
+    rg[1] = hi;
+}
+
+/* the ranges of the mrows mask rows (2 int64 each), or NULL (no memory: the select loops) */
+static int64_t *fsm_mask_ranges(const char *mask, int64_t mrows, int64_t n)
+{
+    int64_t *rg = malloc((size_t)(2 * mrows) * sizeof(int64_t));
+    if (rg)
+        for (int64_t r = 0; r < mrows; r++) fsm_mask_range(mask + r * n, n, rg + 2 * r);
+    return rg;
+}
+#endif
 
 /* the max of x * sc over the masked-in entries (-inf when none; NaN skipped) */
 static inline FT F(msk_max)(const FT *x, const char *mk, int64_t n, FT sc)
@@ -118,6 +155,20 @@ static void F(msk_softmax_row)(const F(msk_ctx) *c, int64_t r, FT *e)
     FT *y = c->out + r * n;
     const char *mk = c->mask + c->rowmap[r] * n;
     const FT sc = c->scale ? (FT)c->scale[r] : (FT)1;
+    const int64_t *rg = c->ranges ? c->ranges + 2 * c->rowmap[r] : NULL;
+    if (rg && rg[0] >= 0) {     /* one range [lo, hi): the unmasked row kernel on it */
+        const int64_t lo = rg[0], hi = rg[1];
+        const FT off = c->log ? (FT)-INFINITY : (FT)0;
+        for (int64_t i = 0; i < lo; i++) y[i] = off;
+        for (int64_t i = hi; i < n; i++) y[i] = off;
+        if (hi > lo) {
+            F(softmax_ctx) p = {.x = x + lo, .y = y + lo, .n = hi - lo, .inner = 1,
+                                .log = c->log, .method = FSM_METHOD_THREE_PASS};
+            if (e) F(softmax_row_stream)(&p, 0, e);
+            else F(softmax_row_3pass)(&p, 0);
+        }
+        return;
+    }
     FT *d = e ? e : y;
     FT m = F(msk_max)(x, mk, n, sc);
     if (FSM_UNLIKELY(!F(finite)(m))) {
@@ -152,15 +203,17 @@ static void F(msk_softmax_rows)(const void *p, int k, int64_t lo, int64_t hi)
     for (int64_t r = lo; r < hi; r++) F(msk_softmax_row)(c, r, NULL);
 }
 
-static void F(softmax_masked)(const FT *x, const char *mask, const int64_t *rowmap,
-                              const double *scale, FT *out, int64_t outer, int64_t n, int log,
-                              int nthreads)
+static void F(softmax_masked)(const FT *x, const char *mask, int64_t mrows,
+                              const int64_t *rowmap, const double *scale, FT *out, int64_t outer,
+                              int64_t n, int log, int nthreads)
 {
-    F(msk_ctx) c = {x, NULL, out, NULL, mask, rowmap, scale, n, log, 0};
+    int64_t *rg = scale ? NULL : fsm_mask_ranges(mask, mrows, n);
+    F(msk_ctx) c = {x, NULL, out, NULL, mask, rowmap, scale, rg, n, log, 0};
     c.stream = outer * n * (int64_t)sizeof(FT) >= FSM_NT_BYTES
                && n * (int64_t)sizeof(FT) <= FSM_NT_SCRATCH
                && getenv("FASTSOFTMAX_C_NO_STREAM") == NULL;
     fsm_run_rows(F(msk_softmax_rows), &c, outer, fsm_pick_threads(outer * n, nthreads));
+    free(rg);
 }
 
 /* ================================================================ logsumexp */
@@ -174,6 +227,16 @@ static void F(msk_lse_rows)(const void *p, int k, int64_t lo, int64_t hi)
         const FT *x = c->x + r * n;
         const char *mk = c->mask + c->rowmap[r] * n;
         const FT sc = c->scale ? (FT)c->scale[r] : (FT)1;
+        const int64_t *rg = c->ranges ? c->ranges + 2 * c->rowmap[r] : NULL;
+        if (rg && rg[0] >= 0) {     /* one range: the unmasked row (b none) on it */
+            if (rg[1] > rg[0]) {
+                F(lse_row)(x + rg[0], NULL, rg[1] - rg[0], c->out + r, c->sign ? c->sign + r : NULL);
+            } else {
+                c->out[r] = (FT)-INFINITY;
+                if (c->sign) c->sign[r] = 0;
+            }
+            continue;
+        }
         FT m = F(msk_max)(x, mk, n, sc);
         double res, sgn = 1.0;
         int nan = 0;
@@ -201,12 +264,14 @@ static void F(msk_lse_rows)(const void *p, int k, int64_t lo, int64_t hi)
     }
 }
 
-static void F(logsumexp_masked)(const FT *x, const char *mask, const int64_t *rowmap,
-                                const double *scale, FT *out, FT *sign, int64_t outer, int64_t n,
-                                int nthreads)
+static void F(logsumexp_masked)(const FT *x, const char *mask, int64_t mrows,
+                                const int64_t *rowmap, const double *scale, FT *out, FT *sign,
+                                int64_t outer, int64_t n, int nthreads)
 {
-    F(msk_ctx) c = {x, NULL, out, sign, mask, rowmap, scale, n, 0, 0};
+    int64_t *rg = scale ? NULL : fsm_mask_ranges(mask, mrows, n);
+    F(msk_ctx) c = {x, NULL, out, sign, mask, rowmap, scale, rg, n, 0, 0};
     fsm_run_rows(F(msk_lse_rows), &c, outer, fsm_pick_threads(outer * n, nthreads));
+    free(rg);
 }
 
 /* ================================================================ backward */
@@ -220,6 +285,21 @@ static void F(msk_bwd_rows)(const void *p, int k, int64_t lo, int64_t hi)
         const FT *y = c->x + r * n, *g = c->g + r * n;
         FT *o = c->out + r * n;
         const char *mk = c->mask + c->rowmap[r] * n;
+        const int64_t *rg = c->ranges ? c->ranges + 2 * c->rowmap[r] : NULL;
+        if (rg && rg[0] >= 0) {     /* one range: the unmasked row on it, 0 elsewhere */
+            const int64_t lo = rg[0], hi = rg[1];
+            for (int64_t i = 0; i < lo; i++) o[i] = 0;
+            for (int64_t i = hi; i < n; i++) o[i] = 0;
+            if (hi > lo) {
+                if (c->log)
+                    F(bwd_write)(g + lo, y + lo, o + lo, hi - lo, 1,
+                                 (FT)F(bwd_sum)(g + lo, y + lo, hi - lo, 1));
+                else
+                    F(bwd_write)(g + lo, y + lo, o + lo, hi - lo, 0,
+                                 (FT)F(bwd_sum)(g + lo, y + lo, hi - lo, 0));
+            }
+            continue;
+        }
         double s = 0.0;
         if (c->log) {
 #pragma omp simd reduction(+ : s)
@@ -244,9 +324,11 @@ static void F(msk_bwd_rows)(const void *p, int k, int64_t lo, int64_t hi)
 }
 
 static void F(softmax_backward_masked)(const FT *grad, const FT *y, const char *mask,
-                                       const int64_t *rowmap, FT *out, int64_t outer, int64_t n,
-                                       int log, int nthreads)
+                                       int64_t mrows, const int64_t *rowmap, FT *out,
+                                       int64_t outer, int64_t n, int log, int nthreads)
 {
-    F(msk_ctx) c = {y, grad, out, NULL, mask, rowmap, NULL, n, log, 0};
+    int64_t *rg = fsm_mask_ranges(mask, mrows, n);
+    F(msk_ctx) c = {y, grad, out, NULL, mask, rowmap, NULL, rg, n, log, 0};
     fsm_run_rows(F(msk_bwd_rows), &c, outer, fsm_pick_threads(2 * outer * n, nthreads));
+    free(rg);
 }

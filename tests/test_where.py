@@ -263,6 +263,12 @@ def test_out_and_in_place(backend):
     xi = x.copy()
     assert fs.log_softmax(xi, axis=-1, where=w, out=xi, backend=backend) is xi   # in place
     assert_close(xi, jax_def(x, w, -1, "log_softmax"), np.float32, atol_scale=10.0)
+    xc = (rng.standard_normal((2, 8, 8)) * 3)                # causal rows (one range each)
+    for log in (False, True):                                # in place
+        kind = "log_softmax" if log else "softmax"
+        xi = xc.copy()
+        assert getattr(fs, kind)(xi, axis=-1, where=causal(8), out=xi, backend=backend) is xi
+        assert_close(xi, jax_def(xc, causal(8), -1, kind), np.float64, atol_scale=10.0)
     xs = x[:, ::2]                                           # strided input: copied to rows
     assert_close(fs.softmax(xs, axis=-1, where=w[::2], backend=backend),
                  jax_def(xs, w[::2], -1, "softmax"), np.float32)

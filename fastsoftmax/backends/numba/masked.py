@@ -15,6 +15,11 @@ Per row, as csrc/fsm_masked.h (the same names):
 * backward: s = sum over masked-in of g*y (softmax) or g (log_softmax), float64; out = mk ?
   y*(g - s) / g - exp(y)*s : 0.
 
+Mask rows that are one contiguous range of ones (padding, causal, a window, all True / all
+False; ``mask_ranges``, once per call) run the unmasked row functions (softmax.softmax_row,
+lse.lse_row, backward._rowsum / _rowwrite) on the range and fill the rest: no select per
+element, no work on the masked-out part (rows with a scale always take the select loops).
+
 m not finite (no masked-in entry, a masked-in +-inf or NaN) or s NaN: the rare row writes the
 contract's values directly (docs/DESIGN.md), and masked-out entries never reach a sum.  Rows are
 sliced (one row = one call of the 1-D functions below: an NRT incref per row, nothing at the
@@ -27,8 +32,11 @@ import numpy as np
 from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
 from .intrinsics import block, fmax, like, pick, radd, rowof
 from .jit import JIT, cjit, hook
+from .backward import _rowsum, _rowwrite
+from .lse import lse_row
 from .pool import split_rows
 from .rows import SUB, log_of_sum, rows_kernel, scale1, sub1, x_arg
+from .softmax import softmax_row
 
 __all__ = ["softmax_masked", "logsumexp_masked", "softmax_backward_masked"]
 
@@ -37,6 +45,32 @@ _INF = np.inf
 
 
 # ------------------------------------------------------------------------------- 1-D pieces
+@cjit(**JIT)
+def mask_ranges(mask):
+    """(mrows, 2) int64: [lo, hi) of each mask row whose nonzero entries are exactly that
+    range (none: 0, 0), else lo = -1.  Such rows (padding, causal, a window, all True) run the
+    unmasked row kernels on the range and fill the rest (csrc/fsm_masked.h does the same)."""
+    mrows, n = mask.shape
+    rg = np.empty((mrows, 2), np.int64)
+    for r in range(mrows):
+        mk = mask[r]
+        lo = 0
+        while lo < n and mk[lo] == 0:
+            lo += 1
+        hi = n
+        while hi > lo and mk[hi - 1] == 0:
+            hi -= 1
+        cnt = 0
+        for j in range(lo, hi):
+            cnt += 1 if mk[j] != 0 else 0
+        rg[r, 0] = lo if cnt == hi - lo else -1
+        rg[r, 1] = hi
+        if lo == n:
+            rg[r, 0] = 0
+            rg[r, 1] = 0
+    return rg
+
+
 @cjit(**JIT)
 def mmax1(v, mk, sc):
     """max of v * sc over the masked-in entries (-inf when none; sc > 0), as max(v) * sc (the
@@ -141,20 +175,56 @@ def msoftmax_row(x, o, mk, sc, log):
         sub1(o, like(m, log_of_sum(o, 0.0, s)))
 
 
+@cjit(**JIT)
+def _fill(o, lo, hi, v):
+    """o[:lo] = o[hi:] = v"""
+    for j in range(lo):
+        o[j] = v
+    for j in range(hi, o.shape[0]):
+        o[j] = v
+
+
+@hook
+def _seg(a, i, lo, hi):
+    """a[i, lo:hi], or None when a is None (in place)."""
+    if a is None:
+        return None
+    return a[i, lo:hi]
+
+
 @hook(inline=False)
-def _softmax_loop(x, out, r0, r1, mask, rowmap, scale, log):
+def _softmax_loop(x, out, r0, r1, mask, rowmap, scale, log, ranges):
     for i in range(r0, r1):
+        mr = rowmap[i]
+        if ranges is not None and ranges[mr, 0] >= 0:   # one range: the unmasked row on it
+            lo, hi = ranges[mr, 0], ranges[mr, 1]
+            oi = out[i]
+            _fill(oi, lo, hi, like(oi[0], -_INF if log else 0.0))
+            if hi > lo:
+                softmax_row(_seg(x, i, lo, hi), oi[lo:hi], log)
+            continue
         sc = like(out[i, 0], 1.0) if scale is None else like(out[i, 0], scale[i])
-        msoftmax_row(rowof(x, i), out[i], mask[rowmap[i]], sc, log)
+        msoftmax_row(rowof(x, i), out[i], mask[mr], sc, log)
 
 
 _softmax_rows = rows_kernel("softmax_masked_rows", _softmax_loop)
 
 
 @hook(inline=False)
-def _lse_loop(x, out, r0, r1, mask, rowmap, scale, sign):
+def _lse_loop(x, out, r0, r1, mask, rowmap, scale, sign, ranges):
     n = x.shape[1]
     for i in range(r0, r1):
+        mr = rowmap[i]
+        if ranges is not None and ranges[mr, 0] >= 0:   # one range: the unmasked row on it
+            lo, hi = ranges[mr, 0], ranges[mr, 1]
+            if hi > lo:
+                r, sgn = lse_row(x[i, lo:hi], None, sign is not None)
+            else:
+                r, sgn = -_INF, 0.0
+            out[i] = r
+            if sign is not None:
+                sign[i] = sgn
+            continue
         sc = like(x[i, 0], 1.0) if scale is None else like(x[i, 0], scale[i])
         xi = x[i]
         mk = mask[rowmap[i]]
@@ -190,15 +260,24 @@ _lse_rows = rows_kernel("logsumexp_masked_rows", _lse_loop)
 
 
 @hook(inline=False)
-def _bwd_loop(g, out, r0, r1, y, mask, rowmap, log):
+def _bwd_loop(g, out, r0, r1, y, mask, rowmap, log, ranges):
     gs = pick(g, out)
     ys = pick(y, out)
     n = out.shape[1]
     for i in range(r0, r1):
-        mk = mask[rowmap[i]]
+        mr = rowmap[i]
+        mk = mask[mr]
         gi = gs[i]
         yi = ys[i]
         oi = out[i]
+        if ranges[mr, 0] >= 0:      # one range: the unmasked row on it, 0 elsewhere
+            lo, hi = ranges[mr, 0], ranges[mr, 1]
+            _fill(oi, lo, hi, like(oi[0], 0.0))
+            if hi > lo:
+                gr = _seg(g, i, lo, hi)
+                yr = _seg(y, i, lo, hi)
+                _rowwrite(gr, yr, oi[lo:hi], log, _rowsum(gr, yr, oi[lo:hi], log))
+            continue
         s = 0.0
         zero = like(oi[0], 0.0)
         if log:
@@ -223,13 +302,16 @@ _bwd_rows = rows_kernel("softmax_backward_masked_rows", _bwd_loop)
 # ------------------------------------------------------------------------- the contract
 def softmax_masked(x, mask, rowmap, out, log, scale, nthreads):
     outer, n = out.shape
-    split_rows(_softmax_rows, x_arg(x, out), out, (mask, rowmap, scale, bool(log)), outer,
-               outer * n, nthreads)
+    ranges = None if scale is not None else mask_ranges(mask)
+    split_rows(_softmax_rows, x_arg(x, out), out, (mask, rowmap, scale, bool(log), ranges),
+               outer, outer * n, nthreads)
 
 
 def logsumexp_masked(x, mask, rowmap, out, sign, scale, nthreads):
     outer, n = x.shape
-    split_rows(_lse_rows, x, out, (mask, rowmap, scale, sign), outer, outer * n, nthreads)
+    ranges = None if scale is not None else mask_ranges(mask)
+    split_rows(_lse_rows, x, out, (mask, rowmap, scale, sign, ranges), outer, outer * n,
+               nthreads)
 
 
 def _arg(a, out):
@@ -239,5 +321,6 @@ def _arg(a, out):
 
 def softmax_backward_masked(grad, y, mask, rowmap, out, log, nthreads):
     outer, n = out.shape
-    split_rows(_bwd_rows, _arg(grad, out), out, (_arg(y, out), mask, rowmap, bool(log)), outer,
+    split_rows(_bwd_rows, _arg(grad, out), out,
+               (_arg(y, out), mask, rowmap, bool(log), mask_ranges(mask)), outer,
                2 * outer * n, nthreads)
