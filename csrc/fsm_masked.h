@@ -71,6 +71,31 @@ static int64_t *fsm_mask_ranges(const char *mask, int64_t mrows, int64_t n)
 }
 #endif
 
+/* y[0:n) = v, with non-temporal stores when stream (the masked-out part of a streamed output:
+   regular stores there would read every line first, as much traffic as the row's own part --
+   measured, a half-masked 16 MB output took 2.2x the unmasked half's time), as row_stream */
+static inline void F(msk_fill)(FT *y, int64_t n, FT v, int stream)
+{
+    int64_t i = 0;
+    if (stream) {
+        while (i < n && ((uintptr_t)(y + i) & (FSM_VEC_BYTES - 1)) != 0) y[i++] = v;
+#if defined(__AVX512F__) && FT_IS_F32
+        for (; i + 16 <= n; i += 16) _mm512_stream_ps(y + i, _mm512_set1_ps(v));
+#elif defined(__AVX512F__)
+        for (; i + 8 <= n; i += 8) _mm512_stream_pd(y + i, _mm512_set1_pd(v));
+#elif defined(__AVX2__) && FT_IS_F32
+        for (; i + 8 <= n; i += 8) _mm256_stream_ps(y + i, _mm256_set1_ps(v));
+#elif defined(__AVX2__)
+        for (; i + 4 <= n; i += 4) _mm256_stream_pd(y + i, _mm256_set1_pd(v));
+#elif defined(__SSE2__) && FT_IS_F32
+        for (; i + 4 <= n; i += 4) _mm_stream_ps(y + i, _mm_set1_ps(v));
+#elif defined(__SSE2__)
+        for (; i + 2 <= n; i += 2) _mm_stream_pd(y + i, _mm_set1_pd(v));
+#endif
+    }
+    for (; i < n; i++) y[i] = v;
+}
+
 /* the max of x * sc over the masked-in entries (-inf when none; NaN skipped) */
 static inline FT F(msk_max)(const FT *x, const char *mk, int64_t n, FT sc)
 {
@@ -159,8 +184,8 @@ static void F(msk_softmax_row)(const F(msk_ctx) *c, int64_t r, FT *e)
     if (rg && rg[0] >= 0) {     /* one range [lo, hi): the unmasked row kernel on it */
         const int64_t lo = rg[0], hi = rg[1];
         const FT off = c->log ? (FT)-INFINITY : (FT)0;
-        for (int64_t i = 0; i < lo; i++) y[i] = off;
-        for (int64_t i = hi; i < n; i++) y[i] = off;
+        F(msk_fill)(y, lo, off, e != NULL);
+        F(msk_fill)(y + hi, n - hi, off, e != NULL);
         if (hi > lo) {
             F(softmax_ctx) p = {.x = x + lo, .y = y + lo, .n = hi - lo, .inner = 1,
                                 .log = c->log, .method = FSM_METHOD_THREE_PASS};

@@ -54,20 +54,20 @@ def mask_ranges(mask):
     rg = np.empty((mrows, 2), np.int64)
     for r in range(mrows):
         mk = mask[r]
-        lo = 0
-        while lo < n and mk[lo] == 0:
-            lo += 1
-        hi = n
-        while hi > lo and mk[hi - 1] == 0:
-            hi -= 1
+        lo = n
+        hi = 0
         cnt = 0
-        for j in range(lo, hi):
-            cnt += 1 if mk[j] != 0 else 0
-        rg[r, 0] = lo if cnt == hi - lo else -1
-        rg[r, 1] = hi
-        if lo == n:
+        for j in range(n):      # reductions only (count, first, last): it vectorizes
+            nz = mk[j] != 0
+            cnt += 1 if nz else 0
+            lo = min(lo, j if nz else n)
+            hi = max(hi, j + 1 if nz else 0)
+        if cnt == 0:
             rg[r, 0] = 0
             rg[r, 1] = 0
+        else:
+            rg[r, 0] = lo if cnt == hi - lo else -1
+            rg[r, 1] = hi
     return rg
 
 
@@ -177,11 +177,13 @@ def msoftmax_row(x, o, mk, sc, log):
 
 @cjit(**JIT)
 def _fill(o, lo, hi, v):
-    """o[:lo] = o[hi:] = v"""
-    for j in range(lo):
-        o[j] = v
-    for j in range(hi, o.shape[0]):
-        o[j] = v
+    """o[:lo] = o[hi:] = v (loops from 0 over slices: rows.py says why)"""
+    a = o[:lo]
+    for j in range(a.shape[0]):
+        a[j] = v
+    b = o[hi:]
+    for j in range(b.shape[0]):
+        b[j] = v
 
 
 @hook
