@@ -361,3 +361,20 @@ def test_bad_where(backend):
     with pytest.raises(ValueError, match="same shape"):
         fs.softmax_backward(x, x[:2], where=np.ones(4, bool), backend=backend)
     np.testing.assert_array_equal(x, x0)
+
+
+def test_numba_warms_the_masked_entries():
+    """"auto" compiles Numba's kernels in the background with backends.numba.warm(entry,
+    signature): the masked entries' warm-up shapes fit their arguments (out in place too)."""
+    if "numba" not in fs.available_backends():
+        return      # nothing to warm (the other tests run the reference and C)
+    nb = _dispatch.load("numba")
+    x = np.zeros((3, 5), np.float32)
+    mask, rowmap = np.ones((1, 5), np.uint8), np.zeros(3, np.int64)
+    r = np.zeros(3, np.float32)
+    # the signatures the tests above compile already (no compile of its own in this file)
+    calls = {"softmax_masked": (x, mask, rowmap, x.copy(), True, np.ones(3), 1),
+             "logsumexp_masked": (x, mask, rowmap, r, r.copy(), np.ones(3), 1),
+             "softmax_backward_masked": (x, x.copy(), mask, rowmap, x, False, 1)}
+    for entry, args in calls.items():
+        nb.warm(entry, _dispatch.signature(args))
