@@ -395,6 +395,83 @@ def binary_cross_entropy(cnp.ndarray logits, cnp.ndarray target, weight, pos_wei
                                          <const double *>pw, wr, wc, <const double *>pp, sc,
                                          ppart, nb, <double *>pl, <double *>pg, N, C, nt)
     return partial
+# ------------------------------------------------------------------------ masks (where=)
+# csrc/fsm_masked.h.  x, out (outer, n); mask (mrows, n) uint8; rowmap (outer,) int64; scale
+# None or (outer,) float64.  The fast path never sees where= (the ops branch before it).
+def softmax_masked(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray rowmap, cnp.ndarray out, log,
+                   scale, nthreads):
+    """out = softmax (log False) / log_softmax (log True) of x * scale[row] over the masked-in
+    entries of each row; out may be x."""
+    cdef int64_t outer = out.shape[0], n = out.shape[1]
+    cdef int lg = 1 if log else 0
+    cdef int nt = _nthreads(nthreads)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
+    cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
+    cdef const double *ps = <const double *>_ptr(scale)
+    cdef void *po = cnp.PyArray_DATA(out)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(out):
+        with nogil:
+            ops.softmax_masked_f32(<const float *>px, pm, mr, pr, ps, <float *>po, outer, n, lg, nt)
+    else:
+        with nogil:
+            ops.softmax_masked_f64(<const double *>px, pm, mr, pr, ps, <double *>po, outer, n, lg,
+                                   nt)
+    return out
+
+
+def logsumexp_masked(cnp.ndarray x, cnp.ndarray mask, cnp.ndarray rowmap, cnp.ndarray out, sign,
+                     scale, nthreads):
+    """out (outer,) = logsumexp of x * scale[row] over the masked-in entries of each row; sign
+    None or (outer,) receives the sign (1, 0 for no finite term, NaN)."""
+    cdef int64_t outer = x.shape[0], n = x.shape[1]
+    cdef int nt = _nthreads(nthreads)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
+    cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
+    cdef const double *ps = <const double *>_ptr(scale)
+    cdef void *po = cnp.PyArray_DATA(out)
+    cdef void *pg = _ptr(sign)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(x):
+        with nogil:
+            ops.logsumexp_masked_f32(<const float *>px, pm, mr, pr, ps, <float *>po, <float *>pg,
+                                     outer, n, nt)
+    else:
+        with nogil:
+            ops.logsumexp_masked_f64(<const double *>px, pm, mr, pr, ps, <double *>po,
+                                     <double *>pg, outer, n, nt)
+    return out
+
+
+def softmax_backward_masked(cnp.ndarray grad, cnp.ndarray y, cnp.ndarray mask,
+                            cnp.ndarray rowmap, cnp.ndarray out, log, nthreads):
+    """out (outer, n) = softmax / log_softmax backward over the masked-in entries of each row,
+    0 at the others; out may be grad or y."""
+    cdef int64_t outer = out.shape[0], n = out.shape[1]
+    cdef int lg = 1 if log else 0
+    cdef int nt = _nthreads(nthreads)
+    cdef void *pg = cnp.PyArray_DATA(grad)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef const char *pm = <const char *>cnp.PyArray_DATA(mask)
+    cdef int64_t mr = mask.shape[0]
+    cdef const int64_t *pr = <const int64_t *>cnp.PyArray_DATA(rowmap)
+    cdef void *po = cnp.PyArray_DATA(out)
+    cdef const fsm_ops *ops = _ops
+    if _is_f32(out):
+        with nogil:
+            ops.softmax_backward_masked_f32(<const float *>pg, <const float *>py, pm, mr, pr,
+                                            <float *>po, outer, n, lg, nt)
+    else:
+        with nogil:
+            ops.softmax_backward_masked_f64(<const double *>pg, <const double *>py, pm, mr, pr,
+                                            <double *>po, outer, n, lg, nt)
+    return out
+
+
 def sample_candidates(cnp.ndarray u, cdf, range_max, seen, cnp.ndarray out, cnp.ndarray state):
     """Candidate sampling by inverse CDF (csrc/fsm_sampling.h), resumable through state."""
     cdef int64_t nu = u.shape[0], R = range_max, ns = out.shape[0]

@@ -11,6 +11,7 @@
  *                  primitives shared by the families, plus the elementwise exp / log entries
  *   fsm_softmax.h  softmax, log_softmax          fsm_lse.h  logsumexp
  *   fsm_ce.h       the fused cross-entropy
+ *   fsm_masked.h   softmax / log_softmax / logsumexp / backward with a mask (where=)
  * The table at the end is generated from fsm_ops.def (designated: .entry = entry).
  */
 #include <math.h>
@@ -85,6 +86,7 @@
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
 #include "fsm_temperature.h"
+#include "fsm_masked.h"
 #undef FT
 #undef FT_IS_F32
 #undef F
@@ -99,6 +101,7 @@
 #include "fsm_backward.h"
 #include "fsm_sigmoid.h"
 #include "fsm_temperature.h"
+#include "fsm_masked.h"
 #undef FT
 #undef FT_IS_F32
 #undef F

@@ -10,6 +10,9 @@
 * ``inputs``   -- ``(shape, axis, dtype, rng, values) -> {parameter: array}``: arguments of the
   public function for data of ``shape`` reduced along ``axis``; ``values`` is one of ``VALUES``;
 * ``tune_out`` -- the preallocated-output argument ``fastsoftmax tune`` passes (None: none);
+* ``masked``   -- the kernel entry of the op's ``where=`` form (None: the op takes no mask),
+  dispatched as the op itself (same row, same tables); tested by tests/test_where.py, not by
+  the contract grid;
 * ``grid``     -- the contract tests' grid (tests/test_contract.py): shapes and axes, dtypes,
   layouts, value kinds and option sets, run on every backend and ISA path against the reference;
 * ``benches``  -- its benchmark rows (``fastsoftmax bench``, benches/): inputs, bytes moved,
@@ -105,6 +108,7 @@ class Op(NamedTuple):
     grid: Grid
     benches: tuple
     tune_out: str | None = None
+    masked: str | None = None     # the kernel entry of the op's where= form (ops/masked.py)
 
 
 # ------------------------------------------------------------------------ bench helpers
@@ -349,7 +353,7 @@ def _softmax_op(name, log):
             shapes=("4096x1000", "1x4000000", "256MB"), inplace="out"))
     return Op(name, "softmax", "softmax", ("auto", "three_pass", "online"), "rows", _x,
               Grid(_SHAPE_AXES, options=({}, {"method": "three_pass"}, {"method": "online"})),
-              tuple(benches), tune_out="out")
+              tuple(benches), tune_out="out", masked="softmax_masked")
 
 
 # ------------------------------------------------- training ops (docs/training.md; issue 10)
@@ -439,7 +443,7 @@ def _backward_op(name, log):
     )
     return Op(name, "backward", "softmax_backward", ("auto",), "rows", _grad_y(log),
               Grid(_SHAPE_AXES, values=("normal", "special")),
-              benches, tune_out="out")
+              benches, tune_out="out", masked="softmax_backward_masked")
 
 
 def _np_sigmoid(np_, inp):
@@ -649,7 +653,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        (Bench("logsumexp", "logsumexp along the last axis", _bench_inputs(_a), _traffic_reduce,
               _peers_map(_np_logsumexp, "logsumexp", lambda t: t.logsumexp, "logsumexp",
                          _ox("ReduceLogSumExp", ("a",), _reduced_shape, axes=[-1], keepdims=0),
-                         arg="a")),)),
+                         arg="a")),), masked="logsumexp_masked"),
     Op("cross_entropy", "cross_entropy", "cross_entropy", ("auto",), "rows_last", _logits_target,
        Grid(_CE_AXES, layouts=("C", "F", "strided", "negstride", "readonly"),
             values=("normal", "wide", "special"),

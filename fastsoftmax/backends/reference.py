@@ -299,3 +299,51 @@ def sample_candidates(u, cdf, range_max, seen, out, state):
     seen[c[take]] = 1
     used = int(take[-1]) + 1 if take.shape[0] == need else c.shape[0]
     state[0], state[1] = filled + take.shape[0], tries + used
+
+
+# ------------------------------------------------------------------------ masks (where=)
+# x, out (outer, n) rows; mask (mrows, n) uint8 (nonzero: the entry takes part), row i using
+# mask row rowmap[i]; scale None or (outer,) float64 multipliers of the rows.  The plain
+# reference on the masked-in entries: masked-out entries become -inf (no term of the max or the
+# sum), then the results there are set to 0 / -inf (docs/DESIGN.md).
+__all__ += ["softmax_masked", "logsumexp_masked", "softmax_backward_masked"]
+
+
+def _masked_rows(x, mask, rowmap, scale):
+    """(v, mk): the rows x * scale in the reference's dtype with -inf at the masked-out
+    entries, and the (outer, n) boolean mask."""
+    mk = mask[rowmap] != 0
+    v = x.astype(_wide(x.dtype))
+    if scale is not None:
+        v = v * scale[:, None]
+    return np.where(mk, v, -np.inf), mk
+
+
+def softmax_masked(x, mask, rowmap, out, log, scale=None, nthreads=1):
+    v, mk = _masked_rows(x, mask, rowmap, scale)
+    r = np.empty(v.shape[:1] + (v.shape[1], 1), v.dtype)
+    softmax(v[:, :, None], r, log)
+    out[...] = np.where(mk, r[:, :, 0], -np.inf if log else 0)
+
+
+def logsumexp_masked(x, mask, rowmap, out, sign, scale=None, nthreads=1):
+    """scipy's logsumexp of the masked-in entries: b = the mask (b == 0 masks, as scipy)."""
+    v, mk = _masked_rows(x, mask, rowmap, scale)
+    r = np.empty((v.shape[0], 1), v.dtype)
+    sg = None if sign is None else np.empty_like(r)
+    logsumexp(v[:, :, None], mk.astype(v.dtype)[:, :, None], r, sg)
+    out[...] = r[:, 0]
+    if sign is not None:
+        sign[...] = sg[:, 0]
+
+
+def softmax_backward_masked(grad, y, mask, rowmap, out, log, nthreads=1):
+    """softmax_backward over the masked-in entries (the others' grad and y ignored), 0 at the
+    masked-out ones."""
+    mk = mask[rowmap] != 0
+    wide = _wide(np.result_type(grad, y))
+    g = np.where(mk, grad.astype(wide), 0)
+    yw = np.where(mk, y.astype(wide), -np.inf if log else 0)
+    r = np.empty(g.shape + (1,), wide)
+    softmax_backward(g[:, :, None], yw[:, :, None], r, log)
+    out[...] = np.where(mk, r[:, :, 0], 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
+from . import masked as _masked
 from ._common import backend_for, overlaps
 
 _OPS = {False: _registry.OPS["softmax_backward"], True: _registry.OPS["log_softmax_backward"]}
@@ -50,20 +51,28 @@ def _backward(grad, y, axis, out, backend, log: bool):
     return res
 
 
-def softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
+def softmax_backward(grad, y, axis=-1, *, out=None, backend=None, where=None):
     """The gradient through ``y = softmax(x, axis)``: ``y * (grad - sum(grad * y, axis))``.
 
     ``grad`` is the gradient of the loss with respect to ``y``, of ``y``'s shape; the result,
     the gradient with respect to ``x``, has that shape and the float dtype of ``grad`` and ``y``
     promoted together.  ``axis`` is an int, a tuple or None (as in :func:`softmax`); ``out=``
-    takes a preallocated result, ``grad`` (or ``y``) itself included (in place).
+    takes a preallocated result, ``grad`` (or ``y``) itself included (in place).  ``where``:
+    the forward pass's mask (broadcasting against ``grad``): the sum runs over the True
+    entries, the False ones get 0 (docs/training.md).
     """
+    if where is not None:   # masks: ops/masked.py
+        return _masked.backward(grad, y, axis, out, backend, where, False, _backward,
+                                _result_dtype)
     return _backward(grad, y, axis, out, backend, log=False)
 
 
-def log_softmax_backward(grad, y, axis=-1, *, out=None, backend=None):
+def log_softmax_backward(grad, y, axis=-1, *, out=None, backend=None, where=None):
     """The gradient through ``y = log_softmax(x, axis)``: ``grad - exp(y) * sum(grad, axis)``.
 
     Same arguments and result dtype as :func:`softmax_backward`.
     """
+    if where is not None:   # masks: ops/masked.py
+        return _masked.backward(grad, y, axis, out, backend, where, True, _backward,
+                                _result_dtype)
     return _backward(grad, y, axis, out, backend, log=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
+from . import masked as _masked
 from ._common import backend_for, is_plain, is_python_scalar, kernel_scale, row_scale
 
 _OP = _registry.OPS["logsumexp"]
@@ -34,7 +35,7 @@ def _broadcast_b(arr, b):
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backend=None,
-              temperature=1.0, base=None):
+              temperature=1.0, base=None, where=None):
     """``log(sum(b * exp(a)))`` along ``axis``: a drop-in for ``scipy.special.logsumexp``.
 
     ``b`` scales the terms (broadcast against ``a``; zeros mask entries, negative values subtract).
@@ -45,7 +46,12 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, backen
     max as T -> 0); a positive finite number or one per reduced row (an array broadcasting
     against the reduced shape, or the keepdims shape).  ``base`` (> 0, != 1): temperature
     1/ln(base), i.e. ``log_base(sum(b * base**a))``.  Not both (TypeError).
+    ``where`` (jax.nn.logsumexp's): a boolean array broadcasting against ``a``; False entries
+    take no part (a row with no True entry: -inf, sign 0); see docs/training.md.
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.logsumexp(a, axis, b, keepdims, return_sign, backend, where,
+                                 _broadcast_b, _logsumexp, temperature, base)
     if is_plain(temperature, base):
         fast = _dispatch.fast_path(backend)
         if fast is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _canon, _dispatch, _registry
+from . import masked as _masked
 from ._common import (backend_for, check_choice, is_plain, kernel_scale, overlaps,
                       row_scale)
 
@@ -54,7 +55,7 @@ def _softmax_like(x, axis, out, backend, method, log: bool, temperature=1.0, bas
 
 
 def softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=1.0,
-            base=None):
+            base=None, where=None):
     """Softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.softmax``.
 
     ``axis`` is None (the whole array), an int or a tuple of ints.  The result has scipy's dtype
@@ -67,7 +68,12 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=
     row: an array broadcasting against the reduced shape, or the keepdims shape).  ``base`` b
     (> 0, != 1): ``b**x / sum(b**x)``, temperature 1/ln(b); give one of the two, not both
     (TypeError).  Both are fused into the kernels (docs/training.md, "Temperature and base").
+    ``where`` (jax.nn.softmax's): a boolean array broadcasting against ``x``; False entries
+    take no part and give 0 (a row with no True entry: all 0); docs/training.md, "Masks".
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.softmax(x, axis, out, backend, method, where, False, _softmax_like,
+                               temperature, base)
     if is_plain(temperature, base):
         fast = _dispatch.fast_path(backend)
         if fast is not None:
@@ -78,12 +84,16 @@ def softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=
 
 
 def log_softmax(x, axis=None, *, out=None, backend=None, method="auto", temperature=1.0,
-                base=None):
+                base=None, where=None):
     """Log of the softmax of ``x`` along ``axis``: a drop-in for ``scipy.special.log_softmax``.
 
     Same arguments and result dtypes as :func:`softmax` (``temperature`` T: log_softmax of
-    ``x / T``; ``base`` b: the log, natural, of ``b**x / sum(b**x)``).
+    ``x / T``; ``base`` b: the log, natural, of ``b**x / sum(b**x)``); with ``where``, False
+    entries give -inf (a row with no True entry: all -inf).
     """
+    if where is not None:   # masks: ops/masked.py (never the fast path)
+        return _masked.softmax(x, axis, out, backend, method, where, True, _softmax_like,
+                               temperature, base)
     if is_plain(temperature, base):
         fast = _dispatch.fast_path(backend)
         if fast is not None:

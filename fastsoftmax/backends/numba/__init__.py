@@ -15,6 +15,8 @@ This module exposes exactly the kernel contract of docs/DESIGN.md (``softmax``, 
                   the contract's ``softmax``
 ``lse.py``        logsumexp maths and ``logsumexp``
 ``ce.py``         cross-entropy (loss + gradient) maths and ``cross_entropy``
+``masked.py``     softmax / log_softmax / logsumexp / backward with a mask (``where=``):
+                  ``softmax_masked``, ``logsumexp_masked``, ``softmax_backward_masked``
 ``sampling.py``   candidate sampling (inverse CDF, unique rejection loop): ``sample_candidates``
 ================  ===========================================================================
 
@@ -42,8 +44,10 @@ from .sigmoid import binary_cross_entropy, sigmoid
 __all__ = ["softmax", "logsumexp", "cross_entropy", "exp", "log",
            "softmax_backward", "sigmoid", "binary_cross_entropy", "warm"]
 from .sampling import sample_candidates
+from .masked import logsumexp_masked, softmax_backward_masked, softmax_masked
 
-__all__ += ["sample_candidates"]
+__all__ += ["sample_candidates", "softmax_masked", "logsumexp_masked",
+            "softmax_backward_masked"]
 
 
 def exp(x, out):
@@ -77,11 +81,31 @@ def _ce_shapes():
         yield {0: (N, C), 1: (N,), 2: (N, C), 3: (C,), 7: (N,), 8: (N, C), 10: (N,)}, 1
 
 
+def _masked_shapes(kind):
+    """The masked entries' array shapes by argument index: softmax_masked (x, mask, rowmap,
+    out, log, scale), logsumexp_masked (x, mask, rowmap, out, sign, scale),
+    softmax_backward_masked (grad, y, mask, rowmap, out, log)."""
+    def shapes():
+        for outer, n in ((2, 3), (2, _SMALL_N + 5)):
+            rows, row = (outer, n), (outer,)
+            if kind == "softmax":
+                yield {0: rows, 1: (1, n), 2: row, 3: rows, 5: row}, 1
+            elif kind == "lse":
+                yield {0: rows, 1: (1, n), 2: row, 3: row, 4: row, 5: row}, 1
+            else:
+                yield {0: rows, 1: rows, 2: (1, n), 3: row, 4: rows}, 1
+    return shapes
+
+
 _WARM = {"softmax": (softmax, _softmax_shapes, {5: 0.5}),
+         "softmax_masked": (softmax_masked, _masked_shapes("softmax"), {}),
+         "logsumexp_masked": (logsumexp_masked, _masked_shapes("lse"), {}),
+         "softmax_backward_masked": (softmax_backward_masked, _masked_shapes("backward"), {}),
          "logsumexp": (logsumexp, _lse_shapes, {5: 0.5}),
          "cross_entropy": (cross_entropy, _ce_shapes, {4: -100, 5: 0.0, 6: 1.0, 10: 0.5})}
 # the thread budget's position in each contract call (a temperature factor may follow it)
-_NTHREADS_AT = {"softmax": 4, "logsumexp": 4, "cross_entropy": 9}
+_NTHREADS_AT = {"softmax": 4, "logsumexp": 4, "cross_entropy": 9, "softmax_masked": 6,
+                "logsumexp_masked": 6, "softmax_backward_masked": 6}
 
 
 def _array_like(spec, shape, first):
