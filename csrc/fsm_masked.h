@@ -97,6 +97,27 @@ static inline void F(msk_fill)(FT *y, int64_t n, FT v, int stream)
 }
 
 /* the max of x * sc over the masked-in entries (-inf when none; NaN skipped) */
+#if defined(__clang__)
+/* clang: fsm_rows.h row_max's independent lanes (it does not vectorize the select reduction) */
+static inline FT F(msk_max)(const FT *x, const char *mk, int64_t n, FT sc)
+{
+    FT acc[64 / sizeof(FT)];
+    for (int j = 0; j < FSM_MAX_LANES; j++) acc[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + FSM_MAX_LANES <= n; i += FSM_MAX_LANES)
+        for (int j = 0; j < FSM_MAX_LANES; j++) {
+            FT v = mk[i + j] != 0 ? x[i + j] * sc : (FT)-INFINITY;
+            acc[j] = v > acc[j] ? v : acc[j];
+        }
+    FT m = -INFINITY;
+    for (int j = 0; j < FSM_MAX_LANES; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) {
+        FT v = mk[i] != 0 ? x[i] * sc : (FT)-INFINITY;
+        m = v > m ? v : m;
+    }
+    return m;
+}
+#else
 static inline FT F(msk_max)(const FT *x, const char *mk, int64_t n, FT sc)
 {
     FT m = -INFINITY;
@@ -107,6 +128,7 @@ static inline FT F(msk_max)(const FT *x, const char *mk, int64_t n, FT sc)
     }
     return m;
 }
+#endif
 
 /* e = mk ? exp(x * sc - m) * 2^64 : 0, returns sum(e) (m finite, >= every masked-in v);
    the sums as row_expsum_store64's: FT lanes per FSM_SUMB block, folded into a double */

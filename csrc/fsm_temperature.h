@@ -32,14 +32,35 @@ typedef struct {
     int stream;
 } F(temp_ctx);
 
-/* the extreme of x[0:n) in the direction of c (NaN skipped, as row_max) */
-static inline FT F(row_extreme)(const FT *x, int64_t n, double c)
+/* the min of x[0:n) (NaN skipped, as row_max) */
+#if defined(__clang__)
+/* clang: fsm_rows.h row_max's independent lanes (it does not vectorize the select reduction) */
+static inline FT F(row_min)(const FT *x, int64_t n)
 {
-    if (c > 0) return F(row_max)(x, n);
+    FT acc[64 / sizeof(FT)];
+    for (int j = 0; j < FSM_MAX_LANES; j++) acc[j] = INFINITY;
+    int64_t i = 0;
+    for (; i + FSM_MAX_LANES <= n; i += FSM_MAX_LANES)
+        for (int j = 0; j < FSM_MAX_LANES; j++) acc[j] = x[i + j] < acc[j] ? x[i + j] : acc[j];
+    FT m = INFINITY;
+    for (int j = 0; j < FSM_MAX_LANES; j++) m = acc[j] < m ? acc[j] : m;
+    for (; i < n; i++) m = x[i] < m ? x[i] : m;
+    return m;
+}
+#else
+static inline FT F(row_min)(const FT *x, int64_t n)
+{
     FT m = INFINITY;
 #pragma omp simd reduction(min : m)
     for (int64_t i = 0; i < n; i++) m = x[i] < m ? x[i] : m;
     return m;
+}
+#endif
+
+/* the extreme of x[0:n) in the direction of c */
+static inline FT F(row_extreme)(const FT *x, int64_t n, double c)
+{
+    return c > 0 ? F(row_max)(x, n) : F(row_min)(x, n);
 }
 
 /* exp((x - m) c) * 2^64 for (x - m) c <= 0 or NaN */
