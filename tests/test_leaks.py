@@ -5,12 +5,14 @@ backend and prints the RSS curve.
 
 ``calls_for(op, backend)`` is the one list of calls (benches/soak.py runs the same): each option
 set of the op's grid (``op.grid.options``) on small inputs from ``op.inputs``, a call with a
-preallocated output where the op takes one, a 2-thread call big enough for the thread pools, and
-the rejected calls, each with the exception it must raise.
+preallocated output where the op takes one, ``where=`` and ``temperature=`` calls where the op
+takes them, a 2-thread call big enough for the thread pools, and the rejected calls, each with
+the exception it must raise.
 """
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 
 import numpy as np
@@ -66,17 +68,27 @@ def calls_for(op, backend):
     shape = (32, 513)   # 128 KiB of float64: one array kept per call shows within a few calls
     args = op.inputs(shape, -1, np.dtype(np.float64), rng, "normal")
     special = op.inputs(shape, -1, np.dtype(np.float32), rng, "special")
+    first = next(iter(args.values()))
     calls = []
     for opts in op.grid.options:
         calls.append((lambda o=opts: func(**args, axis=-1, backend=backend, **o), None))
         calls.append((lambda o=opts: func(**special, axis=-1, backend=backend, **o), None))
     if op.tune_out is not None:
-        first = next(iter(args.values()))
         out = np.empty_like(first)
         calls.append((lambda: func(**args, axis=-1, backend=backend, **{op.tune_out: out}), None))
         bad_out = np.empty(first.shape, np.complex64)
         calls.append((lambda: func(**args, axis=-1, backend=backend,
                                    **{op.tune_out: bad_out}), TypeError))
+    params = inspect.signature(func).parameters
+    if op.masked is not None:       # where= (ops/masked.py, the masked kernels)
+        w = rng.random(first.shape) < 0.7
+        calls.append((lambda: func(**args, axis=-1, backend=backend, where=w), None))
+        calls.append((lambda: func(**args, axis=-1, backend=backend, where=w.astype(np.int8)),
+                      TypeError))
+    if "temperature" in params:     # the scaled kernels
+        calls.append((lambda: func(**args, axis=-1, backend=backend, temperature=0.7), None))
+        calls.append((lambda: func(**args, axis=-1, backend=backend, temperature=0.0),
+                      ValueError))
     if backend != "numpy":      # the compiled backends' thread pools (the reference has none)
         big = op.inputs((64, 8193), -1, np.dtype(np.float32), rng, "normal")  # 2 threads' worth
 
