@@ -10,6 +10,7 @@
  *     loss = w (max(x, 0) - z x + l + (p - 1) z (l + max(-x, 0)))
  *          = w ((1 - z) max(x, 0) + p z max(-x, 0) + (1 + (p - 1) z) l)   (computed: no cancellation)
  *     grad = scale w (sigmoid(x) - z - (p - 1) z (1 - sigmoid(x)))
+ *          = scale w ((1 - z) sigmoid(x) - p z (1 - sigmoid(x)))      (computed: no cancellation)
  * BCE runs over flat blocks of the (N, C) arrays (nb of them, the API's choice; the partial
  * loss sums in double, one slot per block, so the result does not depend on the thread count),
  * each block walked row segment by row segment (the class of an element indexes pos_weight and
@@ -106,8 +107,10 @@ FSM_INLINE double F(bce_piece)(const FT *x, const FT *z, const FT *ws, FT w0, co
         l[k] = lo;
         if (HG) {
             FT inv = (FT)1 / ((FT)1 + e);
-            FT gk = (v >= 0 ? (FT)1 : e) * inv - t;
-            if (HP) gk -= (ps[k] - (FT)1) * t * ((v >= 0 ? e : (FT)1) * inv);
+            FT sg = (v >= 0 ? (FT)1 : e) * inv;
+            /* with pos_weight: (1 - t) sg - p t (1 - sg), regrouped as the loss (no cancellation,
+               which a large weight would turn into an error of any sign) */
+            FT gk = HP ? ((FT)1 - t) * sg - ps[k] * t * ((v >= 0 ? e : (FT)1) * inv) : sg - t;
             if (HW) gk *= wk;
             g[k] = gk * sc;
         }

@@ -672,6 +672,13 @@ REGRESSIONS = {
     "bce_pos_weight_zero_huge_logit": lambda: fs.binary_cross_entropy_with_logits(
         np.array([-3.855871e25], np.float32), np.array([0.9137254901960784]),
         pos_weight=np.array([0.0]), reduction="none", backend=BACKEND[0]),
+    # atheris: a pos_weight that underflows float32 (6.7e-308), weight 1e30, float16 logits:
+    # the gradient's sigmoid(x) - z - (p - 1) z (1 - sigmoid(x)) cancelled to +-1 ulp, times the
+    # weight +-inf in float16 (the reference +inf, the kernels -inf).  Fixed: every backend
+    # computes (1 - z) sigmoid(x) - p z (1 - sigmoid(x)), no cancellation (0 here)
+    "bce_pos_weight_underflow_huge_weight_grad": lambda: fs.binary_cross_entropy_with_logits(
+        np.array(-5.777, np.float16), np.array(1.0), weight=np.array(1e30),
+        pos_weight=np.array([6.71371641e-308]), return_grad=True, backend=BACKEND[0]),
     # hypothesis: a weight on logits with an empty batch (a leading dimension of 0): ops/sigmoid.py
     # _weight2 indexed the weight's row 0, an IndexError on every backend (fixed: NaN, as torch)
     "bce_weight_empty_batch": lambda: fs.binary_cross_entropy_with_logits(

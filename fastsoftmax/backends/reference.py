@@ -243,7 +243,8 @@ def binary_cross_entropy(logits, target, weight, pos_weight, scale, partial, los
     """torch.nn.functional.binary_cross_entropy_with_logits, elementwise over (N, C):
     l = max(x, 0) - z x + log1p(exp(-|x|)) + (pw - 1) z (log1p(exp(-|x|)) + max(-x, 0)),
     times w; partial[b] sums l over the b-th of len(partial) equal flat blocks; loss gets l,
-    grad gets scale * w * (sigmoid(x) - z - (pw - 1) z (1 - sigmoid(x)))."""
+    grad gets scale * w * (sigmoid(x) - z - (pw - 1) z (1 - sigmoid(x))), with pw computed as
+    scale * w * ((1 - z) sigmoid(x) - pw z (1 - sigmoid(x)))."""
     wide = _wide(logits.dtype)
     x = logits.astype(wide)
     z = target.astype(wide)
@@ -256,7 +257,9 @@ def binary_cross_entropy(logits, target, weight, pos_weight, scale, partial, los
         if pos_weight is not None:
             pw1 = pos_weight.astype(wide) - 1
             l = l + pw1 * z * (sp + np.maximum(-x, 0))
-            g = g - pw1 * z * (np.where(x >= 0, e, 1) / (1 + e))
+            # regrouped, (1 - z) sigmoid(x) - pw z (1 - sigmoid(x)): no cancellation, which a
+            # large weight would turn into an error of any sign (the kernels' form too)
+            g = (1 - z) * sig - pos_weight.astype(wide) * z * (np.where(x >= 0, e, 1) / (1 + e))
         if weight is not None:
             w = weight.astype(wide)
             l = l * w

@@ -10,6 +10,7 @@ With ``e = exp(-|x|)`` (never overflows; the cheap exp of a non-positive argumen
   loss = w (max(x, 0) - z x + l + (p - 1) z (l + max(-x, 0)))
        = w ((1 - z) max(x, 0) + p z max(-x, 0) + (1 + (p - 1) z) l)  (with p: no cancellation)
   grad = scale w (sigmoid(x) - z - (p - 1) z (1 - sigmoid(x)))
+       = scale w ((1 - z) sigmoid(x) - p z (1 - sigmoid(x)))        (with p: no cancellation)
   over flat blocks of the (N, C) arrays (their partial sums in float64, one per block, in a
   fixed order whatever the thread count), each block walked row segment by row segment (the
   class of an element indexes pos_weight and a per-class weight).  The contract function views
@@ -124,9 +125,10 @@ def _bce_blocks(x, grad, z, w, pw, scale, partial, loss, b0, b1):
                 if grad is not None:
                     inv = one / (one + ev)
                     sg = (one if v >= 0 else ev) * inv
-                    gk = sg - t
-                    if pw is not None:
-                        gk -= (ps[k] - one) * t * ((ev if v >= 0 else one) * inv)
+                    if pw is not None:  # (1 - z) sig - p z (1 - sig): no cancellation
+                        gk = (one - t) * sg - ps[k] * t * ((ev if v >= 0 else one) * inv)
+                    else:
+                        gk = sg - t
                     if w is not None:
                         gk = gk * wk
                     grad[r, j0 + k] = gk * sc
