@@ -206,6 +206,19 @@ static void F(tsoftmax_long)(void *p, int64_t r, int nc, int nt)
 }
 
 /* slab o, columns [c0, c1) (inner > 1): per column m, s and its factor */
+/* a column tile [c0, c0 + w) of slab o: each column's factor cf, its sign sg and the running
+   max m = -inf (the tiles of softmax and logsumexp) */
+static inline void F(tile_factors)(const double *f, int64_t fstride, int64_t o, int64_t inner,
+                                   int64_t c0, int64_t w, FT *cf, FT *sg, FT *m)
+{
+    for (int64_t c = 0; c < w; c++) {
+        double fc = f[(o * inner + c0 + c) * fstride];
+        cf[c] = (FT)fc;
+        sg[c] = fc > 0 ? (FT)1 : (FT)-1;
+        m[c] = -INFINITY;
+    }
+}
+
 static void F(tsoftmax_tile)(const void *p, int64_t o, int64_t c0, int64_t c1)
 {
     const F(temp_ctx) *ctx = p;
@@ -216,13 +229,8 @@ static void F(tsoftmax_tile)(const void *p, int64_t o, int64_t c0, int64_t c1)
     FT m[FSM_TILE], cf[FSM_TILE], sg[FSM_TILE], mm[FSM_TILE], k[FSM_TILE];
     double s[FSM_TILE];
     int64_t w = c1 - c0;
-    for (int64_t c = 0; c < w; c++) {
-        double f = ctx->f[(o * inner + c0 + c) * ctx->fstride];
-        cf[c] = (FT)f;
-        sg[c] = f > 0 ? (FT)1 : (FT)-1;
-        m[c] = -INFINITY;
-        s[c] = 0.0;
-    }
+    F(tile_factors)(ctx->f, ctx->fstride, o, inner, c0, w, cf, sg, m);
+    for (int64_t c = 0; c < w; c++) s[c] = 0.0;
     for (int64_t j = 0; j < n; j++) {       /* the max of x * sign(c) */
         const FT *xr = x + j * inner + c0;
 #pragma omp simd
@@ -400,14 +408,8 @@ static void F(tlse_tile)(const void *p, int64_t o, int64_t c0, int64_t c1)
     FT m[FSM_TILE], cf[FSM_TILE], sg[FSM_TILE], mm[FSM_TILE];
     double k[FSM_TILE], t[FSM_TILE];
     int64_t w = c1 - c0;
-    for (int64_t c = 0; c < w; c++) {
-        double f = ctx->f[(o * inner + c0 + c) * ctx->fstride];
-        cf[c] = (FT)f;
-        sg[c] = f > 0 ? (FT)1 : (FT)-1;
-        m[c] = -INFINITY;
-        k[c] = 0.0;
-        t[c] = 0.0;
-    }
+    F(tile_factors)(ctx->f, ctx->fstride, o, inner, c0, w, cf, sg, m);
+    for (int64_t c = 0; c < w; c++) k[c] = t[c] = 0.0;
     for (int64_t j = 0; j < n; j++) {
         const FT *ar = a + j * inner + c0;
 #pragma omp simd
