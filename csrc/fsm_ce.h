@@ -2,7 +2,7 @@
  * dtype by fsm_kernels_impl.c, after fsm_rows.h).  Rows are split over the threads by
  * fsm_run_rows (fsm_rows.h); a row is never split.
  *
- * Per row i (docs/DESIGN.md): m = max x (0 if not finite); pass 2 computes e_j = exp(x_j - m),
+ * Per row i (docs/DESIGN.md): m = max x (not finite: ce_shift); pass 2 computes e_j = exp(x_j - m),
  * stores it into grad (grad may be logits: x_j is read before g_j is written, and x_t and
  * anything else that needs the logits is read in or before this pass) or, loss only, into an
  * L1 scratch block, and accumulates s = sum e_j and the sums the loss needs:
@@ -36,6 +36,23 @@ typedef struct {
    float32; then 0 * -inf would be NaN where the reference has 0); the weight selected to 0 where
    x == m, so that an infinite weight there adds 0, not 0 * inf: the reference's term
    w (x - m - log s) is then -inf (or NaN when log s = 0), which W log s gives (loss, below) */
+/* the shift of a row whose max m is not finite (the rare path, where neg = 0): +-inf becomes
+   +-FT_MAX (the largest finite FT), NaN 0.  With m = +inf, a finite x_j keeps e_j = exp(x_j - shift)
+   finite while an infinite one gives e_j = inf and s = inf; then p_j = e_j Q / s is 0 for the
+   finite entries and NaN for the infinite ones, the reference's exp(x_j - log s).  (A shift of
+   0 overflowed e_j for x_j > log(FT_MAX), and inf * 0 made the row NaN.)  m = -inf is the row's
+   max only when every entry is -inf, and the min of a temperature row with a negative factor
+   (a base below 1: (x - m) c, fsm_temperature.h), where -FT_MAX plays the same part. */
+FSM_INLINE FT F(ce_shift)(FT m)
+{
+#if FT_IS_F32
+    const FT top = FLT_MAX;
+#else
+    const FT top = DBL_MAX;
+#endif
+    return m == (FT)INFINITY ? top : m == -(FT)INFINITY ? -top : (FT)0;
+}
+
 #define FSM_CE_WD(w, v, m) ((double)((v) == (m) ? (FT)0 : (w)) * ((double)(v) - (double)(m)))
 
 /* e = exp(x - m) for one block of len <= CEL elements (e may be x itself), acc[k] += e in lane k;
@@ -149,7 +166,7 @@ static void F(ce_row_target)(const F(ce_ctx) *c, int64_t i)
     const FT xt = x[ti];
     FT m = F(row_max)(x, C);
     const int neg = F(finite)(m);
-    if (FSM_UNLIKELY(!neg)) m = 0;
+    if (FSM_UNLIKELY(!neg)) m = F(ce_shift)(m);
     double acc[CEL], ax[CEL];
     for (int k = 0; k < CEL; k++) acc[k] = ax[k] = 0.0;
     if (eps == 0) F(ce_pass)(x, g, C, m, neg, 0, NULL, acc, ax);
@@ -189,7 +206,7 @@ static void F(ce_row_probs)(const F(ce_ctx) *c, int64_t i)
     const FT a = (FT)(1.0 - c->eps), eCf = (FT)(c->eps / (double)C);
     FT m = F(row_max)(x, C);
     const int neg = F(finite)(m);
-    if (FSM_UNLIKELY(!neg)) m = 0;
+    if (FSM_UNLIKELY(!neg)) m = F(ce_shift)(m);
     double acc[CEL], aq[CEL], ax[CEL];
     for (int k = 0; k < CEL; k++) acc[k] = aq[k] = ax[k] = 0.0;
     FT buf[FSM_BLOCK];
@@ -238,7 +255,7 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
         for (int64_t r = 0; r < g; r++) m[r] = tr[r] > m[r] ? tr[r] : m[r];
     }
 #pragma omp simd
-    for (int64_t r = 0; r < g; r++) m[r] = (m[r] - m[r] == 0) ? m[r] : (FT)0;
+    for (int64_t r = 0; r < g; r++) m[r] = (m[r] - m[r] == 0) ? m[r] : F(ce_shift)(m[r]);
     for (int64_t j = 0; j < C; j++) {
         FT *tr = T + j * g;
         const FT wj = w ? w[j] : (FT)1;

@@ -14,6 +14,7 @@
  *   fsm_masked.h   softmax / log_softmax / logsumexp / backward with a mask (where=)
  * The table at the end is generated from fsm_ops.def (designated: .entry = entry).
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>

@@ -7,7 +7,8 @@
  *   copy of x more than the plain kernels make.
  *     m = max x where c > 0, min x where c < 0 (then (x - m) c <= 0: the exps cannot overflow,
  *         and max(x c) = m c);  a row whose m is not finite follows the plain contract
- *         (softmax: NaN row; log_softmax, cross-entropy: m = 0, i.e. the plain op on x c)
+ *         (softmax: NaN row; log_softmax: m = 0, i.e. the plain op on x c; cross-entropy:
+ *         ce_shift of fsm_ce.h)
  *     softmax      e = exp((x - m) c) stored while summed, then scaled by 1/s
  *     log_softmax  y = (x - m) c stored while exp(y) is summed, then y -= log(s) (the dominant
  *                  entry's log(s) from the rest-sum, as lsm_log: y == 0 exactly where x == m)
@@ -488,7 +489,7 @@ static void F(tce_row)(const F(tce_ctx) *c, int64_t i)
     const double xt = P ? 0.0 : (double)x[ti];      /* read before g (may be x) is written */
     FT m = F(row_extreme)(x, C, cd);
     const int neg = F(finite)(m);
-    if (FSM_UNLIKELY(!neg)) m = 0;
+    if (FSM_UNLIKELY(!neg)) m = F(ce_shift)(m);   /* fsm_ce.h */
     const FT a = (FT)(1.0 - eps), eCf = (FT)eC;
     /* the sums the loss needs besides s, read from x before the exp pass may overwrite it */
     double sx = 0.0, Q = 0.0;

@@ -1,7 +1,7 @@
 """Cross-entropy, loss and gradient fused: the kernels' maths and the contract function
 ``cross_entropy``.
 
-Row i (docs/DESIGN.md): q_j the target weights, Q = sum q, m = max(x) (0 when not finite),
+Row i (docs/DESIGN.md): q_j the target weights, Q = sum q, m = max(x) (not finite: rows.ce_shift),
 s = sum exp(x - m) in float64; loss = Q log(s) - sum q (x - m); grad = scale * (exp(x - m) Q / s
 - q).
 * rows (``_rows_loop``): max; (smoothing: sum w (x - m)); exp(x - m) stored in grad while summing s
@@ -23,7 +23,7 @@ from .intrinsics import like, pick, radd
 from .jit import JIT, cjit, hook
 from .pool import SMALL_COST, split_rows
 from .temperature import cross_entropy_temp
-from .rows import (BLOCK, SMALL_N, exp_shifted, expstore1x, finite_or_zero, max1, rows_kernel,
+from .rows import (BLOCK, SMALL_N, ce_shift, exp_shifted, expstore1x, max1, rows_kernel,
                    scale1, small_rows_kernel, x_arg)
 
 __all__ = ["cross_entropy"]
@@ -118,7 +118,7 @@ def _rows_loop(x, grad, r0, r1, target, probs, weight, ignore_index, eps, scale,
         m = max1(xi)
         neg = np.isfinite(m)
         if not neg:
-            m = like(m, 0.0)
+            m = ce_shift(m)
         m64 = np.float64(m)
         s = 0.0
         qx = 0.0     # sum_j q_j * (x_j - m)
@@ -236,7 +236,7 @@ def _small_finish(x, grad, ws, base, rows, m, k, e, s, target, weight, ignore_in
             grad[i, t] = scale * (np.float64(e[r * C + t]) * (Q / sr) - qt)
 
 
-_small = small_rows_kernel("ce_small", finite_or_zero, exp_shifted, _small_finish, _small_setup)
+_small = small_rows_kernel("ce_small", ce_shift, exp_shifted, _small_finish, _small_setup)
 
 
 # ------------------------------------------------------------------------- the contract

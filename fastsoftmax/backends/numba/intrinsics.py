@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 import numpy as np
 
 __all__ = ["radd", "fmax", "claim", "f64_as_i64", "i64_as_f64", "scale_by_kf", "pow2_of_kf",
-           "like", "pick", "rowof", "block", "block3"]
+           "like", "top", "pick", "rowof", "block", "block3"]
 
 
 # ----------------------------------------------------------------------------- sums and maxima
@@ -157,6 +157,21 @@ def _ov_like(a, v):
         return lambda a, v: np.float32(v)
     if a == types.float64:
         return lambda a, v: np.float64(v)
+
+
+def top(a):
+    """The largest finite value of the float type of the scalar a (njit only)."""
+    raise NotImplementedError  # pragma: no cover
+
+
+@overload(top, inline="always")
+def _ov_top(a):
+    if a == types.float32:
+        big = np.float32(np.finfo(np.float32).max)
+        return lambda a: big
+    if a == types.float64:
+        big = float(np.finfo(np.float64).max)
+        return lambda a: big
 
 
 def pick(x, other):

@@ -40,13 +40,13 @@ import math
 import numpy as np
 
 from .explog import EXP_UNSCALE, fexp, fexpdx, fexpn, fexps, fexpsd
-from .intrinsics import block, claim, fmax, like, pick, radd
+from .intrinsics import block, claim, fmax, like, pick, radd, top
 from .jit import JIT, cjit, hook, named
 
 __all__ = ["BLOCK", "SUB", "SMALL_N", "SMALL_BLOCK", "max1", "sumexp1", "expstore1",
            "expstore1x", "shiftstore1", "sub1", "scale1", "logout1", "block_stats",
            "merge_blocks", "EXACT_BELOW", "log_sum_exact", "log_of_sum", "no_setup", "keep",
-           "finite_or_zero", "exp_shifted", "rows_kernel",
+           "finite_or_zero", "ce_shift", "exp_shifted", "rows_kernel",
            "small_rows_kernel", "inner_kernel", "x_arg"]
 
 BLOCK = 2048          # online softmax block (elements); a block stays in L1
@@ -273,6 +273,22 @@ def finite_or_zero(m):
     """small_rows_kernel's shift for the log ops: a max that is not finite becomes 0 (then the
     row's NaN / inf reach its result through x - m)."""
     return m if np.isfinite(m) else like(m, 0.0)
+
+
+@hook
+def ce_shift(m):
+    """small_rows_kernel's shift for cross-entropy, and its rows': the max when finite, +-inf
+    becoming +-(the largest finite value), NaN 0 (csrc/fsm_ce.h ce_shift): with a +inf max a
+    finite x_j keeps exp(x_j - shift) finite, so p_j = e_j Q / s is 0 there and NaN only at the
+    infinite entries, the reference's exp(x_j - log s) (a shift of 0 overflowed e_j for
+    x_j > log(max) and made the row NaN)."""
+    if np.isfinite(m):
+        return m
+    if m == np.inf:
+        return top(m)
+    if m == -np.inf:
+        return -top(m)
+    return like(m, 0.0)
 
 
 @hook

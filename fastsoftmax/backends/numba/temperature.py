@@ -14,7 +14,8 @@ kernels (no copy of x):
                m = 0 (the plain op on x c).
 * logsumexp    m + T (log1p(t / k) + log|k|), k and t as lse.py's with a -> (a - m) c; not
                finite: T log(sum b exp(a c)) in float64 (the plain rare path on a c).
-* cross-entropy  ce.py's formulas with x - m -> (x - m) c, the gradient times c.
+* cross-entropy  ce.py's formulas with x - m -> (x - m) c, the gradient times c; m not finite:
+               rows.ce_shift.
 
 These kernels are apart from the plain ones, which a call without temperature still runs
 unchanged.  They are simpler: three passes per row, no online or small-row group variant, no
@@ -30,8 +31,8 @@ from .explog import EXP_UNSCALE, _exp32s, _exp64s, _twosum_err32, fexp, fexps
 from .intrinsics import block, block3, fmax, like, pick, radd, rowof
 from .jit import JIT, cjit, hook
 from .pool import split_inner, split_rows
-from .rows import EXACT_BELOW, SUB, inner_kernel, log_sum_exact, max1, rows_kernel, scale1, \
-    sub1, x_arg
+from .rows import EXACT_BELOW, SUB, ce_shift, inner_kernel, log_sum_exact, max1, rows_kernel, \
+    scale1, sub1, x_arg
 
 __all__ = ["softmax_temp", "logsumexp_temp", "cross_entropy_temp"]
 
@@ -384,7 +385,7 @@ def _ce_loop(x, g, r0, r1, target, probs, weight, ii, eps, scale, loss, f, fs):
         m = extreme1(xi, cd)
         neg = np.isfinite(m)
         if not neg:
-            m = like(m, 0.0)
+            m = ce_shift(m)
         # the sums the loss needs besides s, read from x before the exp pass may overwrite it
         sx = 0.0
         Q = 0.0
