@@ -32,12 +32,8 @@ typedef struct {
 
 #define CEL ((int)(FSM_VEC_BYTES / sizeof(FT)))
 
-/* w (x - m) for the sum sq, in double as the reference (x - m of float32 logits may overflow
-   float32; then 0 * -inf would be NaN where the reference has 0); the weight selected to 0 where
-   x == m, so that an infinite weight there adds 0, not 0 * inf: the reference's term
-   w (x - m - log s) is then -inf (or NaN when log s = 0), which W log s gives (loss, below) */
-/* the shift of a row whose max m is not finite (the rare path, where neg = 0): +-inf becomes
-   +-FT_MAX (the largest finite FT), NaN 0.  With m = +inf, a finite x_j keeps e_j = exp(x_j - shift)
+/* the shift of a row of max m: m itself when finite; +-inf becomes +-FT_MAX (the largest
+   finite FT), NaN 0.  With m = +inf, a finite x_j keeps e_j = exp(x_j - shift)
    finite while an infinite one gives e_j = inf and s = inf; then p_j = e_j Q / s is 0 for the
    finite entries and NaN for the infinite ones, the reference's exp(x_j - log s).  (A shift of
    0 overflowed e_j for x_j > log(FT_MAX), and inf * 0 made the row NaN.)  m = -inf is the row's
@@ -50,9 +46,13 @@ FSM_INLINE FT F(ce_shift)(FT m)
 #else
     const FT top = DBL_MAX;
 #endif
-    return m == (FT)INFINITY ? top : m == -(FT)INFINITY ? -top : (FT)0;
+    return F(finite)(m) ? m : m == (FT)INFINITY ? top : m == -(FT)INFINITY ? -top : (FT)0;
 }
 
+/* w (x - m) for the sum sq, in double as the reference (x - m of float32 logits may overflow
+   float32; then 0 * -inf would be NaN where the reference has 0); the weight selected to 0 where
+   x == m, so that an infinite weight there adds 0, not 0 * inf: the reference's term
+   w (x - m - log s) is then -inf (or NaN when log s = 0), which W log s gives (loss, below) */
 #define FSM_CE_WD(w, v, m) ((double)((v) == (m) ? (FT)0 : (w)) * ((double)(v) - (double)(m)))
 
 /* e = exp(x - m) for one block of len <= CEL elements (e may be x itself), acc[k] += e in lane k;
@@ -255,7 +255,7 @@ static void F(ce_group_target)(const void *p, int64_t i0, int64_t g)
         for (int64_t r = 0; r < g; r++) m[r] = tr[r] > m[r] ? tr[r] : m[r];
     }
 #pragma omp simd
-    for (int64_t r = 0; r < g; r++) m[r] = (m[r] - m[r] == 0) ? m[r] : F(ce_shift)(m[r]);
+    for (int64_t r = 0; r < g; r++) m[r] = F(ce_shift)(m[r]);
     for (int64_t j = 0; j < C; j++) {
         FT *tr = T + j * g;
         const FT wj = w ? w[j] : (FT)1;
