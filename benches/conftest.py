@@ -1,4 +1,4 @@
-"""pytest-benchmark suite of fastsoftmax, driven by the op registry (``fastsoftmax/_registry.py``:
+"""pytest-benchmark suite of fastsoftmax, driven by the op registry (``fastsoftmax/_registry/``:
 each op's bench rows, ``BENCHES``, and the default suite, ``DEFAULT_SUITE``) through the bench
 engine (``fastsoftmax/tools/bench.py``: cases, contenders, peers).
 
