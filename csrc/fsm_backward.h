@@ -3,7 +3,10 @@
  *
  * Per row (docs/training.md), y the forward output, g the incoming gradient:
  *   softmax:      s = sum g*y,  o = y * (g - s)
- *   log_softmax:  s = sum g,    o = g - exp(y) * s     (o = g where s == 0, exp(y) finite or not)
+ *   log_softmax:  s = sum g,    o = g - exp(y) * s
+ * where s == 0, exp(y) * s is 0 for every y below +inf, also where exp(y) overflows FT (y >
+ * log(FT_MAX), outside log_softmax's range), and NaN for y NaN or +inf: o = g, or NaN there
+ * (F(lbwd_zero); docs/differences.md).
  * s is a double accumulation (products formed in double), rounded once to FT for the write
  * pass, which follows while the row is in cache: one fused pass per row.  o may be g or y
  * itself (in place: each element is read before it is written; `omp simd` asserts the loops
@@ -37,12 +40,16 @@ FSM_INLINE double F(bwd_sum)(const FT *g, const FT *y, int64_t n, int log)
     return s;
 }
 
+/* log_softmax backward's o where the row's s is 0: g - exp(y) * 0, with exp(y) exact (0 for
+   y = -inf, finite for finite y: not FT's inf * 0 = NaN where exp(y) overflows), NaN for y NaN
+   or +inf */
+FSM_INLINE FT F(lbwd_zero)(FT g, FT y) { return y < (FT)INFINITY ? g : (FT)NAN; }
+
 FSM_INLINE void F(bwd_write)(const FT *g, const FT *y, FT *o, int64_t n, int log, FT c)
 {
     if (log && c == 0) {
-        /* exp(y) * 0 is 0, also where exp(y) overflows FT (y > log(FT_MAX), outside
-           log_softmax's range): o = g, not inf * 0 = NaN */
-        if (o != g) memcpy(o, g, (size_t)n * sizeof(FT));
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) o[j] = F(lbwd_zero)(g[j], y[j]);
     } else if (log) {
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) o[j] = g[j] - EXP(y[j]) * c;
@@ -93,7 +100,8 @@ static void F(bwd_tile)(const void *p, int64_t oi, int64_t c0, int64_t c1)
         if (c->log) {
 #pragma omp simd
             for (int64_t k = 0; k < w; k++)
-                oj[k] = cs[k] == 0 ? gj[k] : gj[k] - EXP(yj[k]) * cs[k];   /* as bwd_write */
+                oj[k] = cs[k] == 0 ? F(lbwd_zero)(gj[k], yj[k])          /* as bwd_write */
+                                   : gj[k] - EXP(yj[k]) * cs[k];
         } else {
 #pragma omp simd
             for (int64_t k = 0; k < w; k++) oj[k] = yj[k] * (gj[k] - cs[k]);

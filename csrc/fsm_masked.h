@@ -377,10 +377,16 @@ static void F(msk_bwd_rows)(const void *p, int k, int64_t lo, int64_t hi)
 #pragma omp simd reduction(+ : s)
             for (int64_t i = 0; i < n; i++) s += mk[i] != 0 ? (double)g[i] : 0.0;
             const FT cs = (FT)s;
+            if (cs == 0) {                                  /* as bwd_write */
 #pragma omp simd
-            for (int64_t i = 0; i < n; i++) {
-                FT v = g[i] - EXP(y[i]) * cs;
-                o[i] = mk[i] != 0 ? v : (FT)0;
+                for (int64_t i = 0; i < n; i++)
+                    o[i] = mk[i] != 0 ? F(lbwd_zero)(g[i], y[i]) : (FT)0;
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) {
+                    FT v = g[i] - EXP(y[i]) * cs;
+                    o[i] = mk[i] != 0 ? v : (FT)0;
+                }
             }
         } else {
 #pragma omp simd reduction(+ : s)

@@ -722,6 +722,19 @@ REGRESSIONS = {
     "cross_entropy_infinite_min_base_below_one": lambda: fs.cross_entropy(
         np.array([[-np.inf, -200.0, 1.0], [-2000.0, 3.0, 1.0]]), np.array([1, 0]), base=0.5,
         reduction="none", return_grad=True, backend=BACKEND[0]),
+    # ./dev fuzz, seed 35933002: log_softmax_backward, sum(grad) == 0 and y NaN: the kernels
+    # copied grad (the row's s == 0 shortcut), the reference gives NaN (exp(NaN) * 0)
+    "log_softmax_backward_zero_sum_nan_y": lambda: fs.log_softmax_backward(
+        np.array(0, np.int8), np.array(np.nan, np.float16), axis=None, backend=BACKEND[0]),
+    # ... and every path: rows, +inf / -inf / overflowing y, columns (inner > 1), masked rows
+    # (one range and select loops), float64 y beyond exp's range
+    "log_softmax_backward_zero_sum_special_y": lambda: tuple(fs.log_softmax_backward(
+        np.zeros_like(y), y, axis=ax, backend=BACKEND[0], where=w)
+        for y0 in ([np.nan, 0.0, np.inf, -np.inf, 100.0, -5.0],
+                   [800.0, np.inf, -np.inf, 1e300, np.nan, -1.0])
+        for dt in (np.float32, np.float64)
+        for y, ax in ((np.array([y0], dt), -1), (np.repeat(np.array(y0, dt)[:, None], 3, 1), 0))
+        for w in (None, np.ones(y.shape, bool), np.arange(y.size).reshape(y.shape) % 4 != 1)),
 }
 OPEN = {  # (regression, backend): the code that still gets it wrong (docs/differences.md)
 }

@@ -118,6 +118,37 @@ def test_backward_long_rows_on_threads(compiled_backend):
             assert_close(two, want, dtype, atol_scale=4.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_softmax_backward_of_a_zero_sum_row(backend, dtype):
+    """sum(grad) == 0: o = grad - exp(y) * 0 with exp(y) exact, so grad wherever y < +inf (exp(y)
+    overflowing the dtype included: y = 100 in float32, 800 in float64) and NaN where y is NaN
+    or +inf; on rows, columns (inner > 1), masked rows (one range and select loops) and one
+    long row split over two threads."""
+    y = np.array([np.nan, 0.0, np.inf, -np.inf, 100.0, -5.0, 800.0, -1.0], dtype)
+    g = np.array([1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 0.25, -0.25], dtype)
+    want = np.where(np.isnan(y) | (y == np.inf), np.nan, g)
+    assert_close(fs.log_softmax_backward(g, y, backend=backend), want, dtype)
+    cols = fs.log_softmax_backward(np.repeat(g[:, None], 3, 1), np.repeat(y[:, None], 3, 1),
+                                   axis=0, backend=backend)
+    assert_close(cols, np.repeat(want[:, None], 3, 1), dtype)
+    for keep in ([1, 1, 0, 0, 1, 1, 0, 0],      # two ranges (select loops); kept sum 0
+                 [0, 0, 1, 1, 1, 1, 1, 1]):     # one range
+        keep = np.array(keep, bool)
+        assert_close(fs.log_softmax_backward(g, y, where=keep, backend=backend),
+                     np.where(keep, want, 0), dtype)
+    n = 700_000
+    gl = np.tile(np.array([1.0, -1.0], dtype), n // 2)
+    yl = np.full(n, -5.0, dtype)
+    yl[[10, 20, 30]] = (100.0, -np.inf, np.nan)
+    old = fs.get_num_threads()
+    try:
+        fs.set_num_threads(2)
+        got = fs.log_softmax_backward(gl[None], yl[None], backend=backend)[0]
+    finally:
+        fs.set_num_threads(old)
+    assert_close(got, np.where(np.isnan(yl), np.nan, gl), dtype)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_backward_dtypes(log):
     rng = np.random.default_rng(2)

@@ -214,7 +214,10 @@ def softmax_backward(grad, y, out, log, nthreads=1):
     yw = y.astype(wide)
     with np.errstate(all="ignore"):
         if log:
-            r = g - np.exp(yw) * np.sum(g, axis=1, keepdims=True)
+            s = np.sum(g, axis=1, keepdims=True)
+            # exp(y) * s where s == 0: 0 for every y below +inf (exp(y) exact, not its float64
+            # overflow for y > 709.78, outside log_softmax's range), NaN for y NaN or +inf
+            r = g - np.where(s == 0, np.where(yw < np.inf, 0, np.nan), np.exp(yw) * s)
         else:
             r = yw * (g - np.sum(g * yw, axis=1, keepdims=True))
     out[...] = r

@@ -2,8 +2,9 @@
 contract function ``softmax_backward``.
 
 Per row (docs/training.md): softmax ``s = sum g*y``, ``o = y * (g - s)``; log_softmax
-``s = sum g``, ``o = g - exp(y) * s`` (``o = g`` where ``s == 0``: exp(y) may overflow for y
-outside log_softmax's range, and inf * 0 must not give NaN).  ``s`` is accumulated in float64 (products formed in
+``s = sum g``, ``o = g - exp(y) * s`` (where ``s == 0``: ``o = g``, NaN for y NaN or +inf,
+``lbwd_zero``: exp(y) may overflow for y outside log_softmax's range, and inf * 0 must not give
+NaN).  ``s`` is accumulated in float64 (products formed in
 float64), then rounded once to the row's dtype for the write pass, which runs while the row is
 still in cache (one fused pass per row: 2 reads of g and y, 1 write; out of cache the second
 read comes from L2 for rows up to ~40K float32).
@@ -21,6 +22,14 @@ from .pool import bounds, nchunks, nthreads_for, run, split_inner, split_rows
 from .rows import BLOCK, inner_kernel, rows_kernel
 
 __all__ = ["softmax_backward"]
+
+
+@hook
+def lbwd_zero(g, y):
+    """log_softmax backward's o where the row's s is 0: g - exp(y) * 0 with exp(y) exact (0 for
+    y = -inf, finite for finite y: not the dtype's inf * 0 = NaN where exp(y) overflows), NaN
+    for y NaN or +inf (csrc/fsm_backward.h lbwd_zero)."""
+    return g if y < np.inf else like(g, np.nan)
 
 
 @cjit(**JIT)
@@ -44,9 +53,9 @@ def _rowwrite(g, y, o, log, s):
     gs = pick(g, o)
     ys = pick(y, o)
     c = like(o[0], s)
-    if log and c == 0:          # exp(y) * 0 is 0 even where exp(y) overflows: o = g
+    if log and c == 0:          # exp(y) * 0: lbwd_zero
         for j in range(o.shape[0]):
-            o[j] = gs[j]
+            o[j] = lbwd_zero(gs[j], ys[j])
     elif log:
         for j in range(o.shape[0]):
             o[j] = gs[j] - fexp(ys[j]) * c
@@ -70,7 +79,7 @@ def _rows_loop(g, out, r0, r1, y, log):
             c = like(out[i, 0], s)
             if c == 0:          # as _rowwrite
                 for j in range(n):
-                    out[i, j] = gs[i, j]
+                    out[i, j] = lbwd_zero(gs[i, j], ys[i, j])
             else:
                 for j in range(n):
                     out[i, j] = gs[i, j] - fexp(ys[i, j]) * c
@@ -113,7 +122,8 @@ def _inner_loop(g, out, o0, o1, k0, k1, y, log):
             yr = ys[o, j, k0:k1]
             if log:
                 for k in range(K):
-                    orow[k] = gr[k] if c[k] == 0 else gr[k] - fexp(yr[k]) * c[k]
+                    orow[k] = (lbwd_zero(gr[k], yr[k]) if c[k] == 0
+                               else gr[k] - fexp(yr[k]) * c[k])
             else:
                 for k in range(K):
                     orow[k] = yr[k] * (gr[k] - c[k])

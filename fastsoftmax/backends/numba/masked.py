@@ -32,7 +32,7 @@ import numpy as np
 from .explog import EXP_UNSCALE, fexp, fexpn, fexps, fexpsd
 from .intrinsics import block, fmax, like, pick, radd, rowof
 from .jit import JIT, cjit, hook
-from .backward import _rowsum, _rowwrite
+from .backward import _rowsum, _rowwrite, lbwd_zero
 from .lse import lse_row
 from .pool import split_rows
 from .rows import SUB, log_of_sum, rows_kernel, scale1, sub1, x_arg
@@ -290,9 +290,13 @@ def _bwd_loop(g, out, r0, r1, y, mask, rowmap, log, ranges):
             for j in range(n):
                 s = radd(s, np.float64(gi[j]) if mk[j] != 0 else 0.0)
             c = like(oi[0], s)
-            for j in range(n):
-                v = gi[j] - fexp(yi[j]) * c
-                oi[j] = v if mk[j] != 0 else zero
+            if c == 0:          # as _rowwrite
+                for j in range(n):
+                    oi[j] = lbwd_zero(gi[j], yi[j]) if mk[j] != 0 else zero
+            else:
+                for j in range(n):
+                    v = gi[j] - fexp(yi[j]) * c
+                    oi[j] = v if mk[j] != 0 else zero
         else:
             for j in range(n):
                 s = radd(s, np.float64(gi[j]) * np.float64(yi[j]) if mk[j] != 0 else 0.0)
