@@ -113,6 +113,21 @@ def th(fn_of_torch, arg):
     return make
 
 
+def th_loss_grad(name):
+    """torch's ``torch.nn.functional.<name>(logits, target)`` and its gradient by autograd."""
+    def make(torch, inp):
+        f = getattr(torch.nn.functional, name)
+        xt = torch.from_numpy(inp["logits"]).requires_grad_(True)
+        tt = torch.from_numpy(inp["target"])
+
+        def fn():
+            loss = f(xt, tt)
+            (g,) = torch.autograd.grad(loss, xt)
+            return loss, g
+        return fn
+    return make
+
+
 def peers_map(np_fn, sp_name, th_fn, jx_name, ox, arg="x"):
     return {
         "numpy": np_fn,

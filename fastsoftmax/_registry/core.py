@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from .common import (SHAPE_AXES, Bench, Grid, Op, bench_inputs, jx, ox, peers_map,
-                     reduced_shape, same_shape, scalar_shape, traffic_map, traffic_reduce,
-                     values)
+                     reduced_shape, same_shape, scalar_shape, th_loss_grad, traffic_map,
+                     traffic_reduce, values)
 
 
 def _x(shape, axis, dtype, rng, kind="normal"):
@@ -144,19 +144,6 @@ def _sp_ce_grad(special, inp):
     return fn
 
 
-# torch (CPU)
-def _th_ce_grad(torch, inp):
-    F = torch.nn.functional
-    xt = torch.from_numpy(inp["logits"]).requires_grad_(True)
-    tt = torch.from_numpy(inp["target"])
-
-    def fn():
-        loss = F.cross_entropy(xt, tt)
-        (g,) = torch.autograd.grad(loss, xt)
-        return loss, g
-    return fn
-
-
 def _jx_ce_loss(jax):
     jnp = jax.numpy
 
@@ -227,7 +214,7 @@ CORE_OPS = (
         Bench("cross_entropy_grad",
               "cross-entropy forward + backward (loss and d loss / d logits)",
               bench_inputs(_logits_target), _traffic_ce_grad,
-              {"numpy": _np_ce_grad, "scipy": _sp_ce_grad, "torch": _th_ce_grad,
+              {"numpy": _np_ce_grad, "scipy": _sp_ce_grad, "torch": th_loss_grad("cross_entropy"),
                "jax": jx(lambda jax: jax.value_and_grad(_jx_ce_loss(jax)), "logits", "target")},
               options={"return_grad": True}, inplace="grad_out", n_outputs=2)),
        tune_out="grad_out"),

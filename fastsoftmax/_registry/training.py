@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from .common import SHAPE_AXES, Bench, Grid, Op, bench_inputs, jx, traffic_map, values
+from .common import (SHAPE_AXES, Bench, Grid, Op, bench_inputs, jx, th_loss_grad,
+                     traffic_map, values)
 
 
 def _softmax_np(x, axis, log):
@@ -139,18 +140,6 @@ def _np_bce_grad(np_, inp):
     return fn
 
 
-def _th_bce_grad(torch, inp):
-    F = torch.nn.functional
-    xt = torch.from_numpy(inp["logits"]).requires_grad_(True)
-    zt = torch.from_numpy(inp["target"])
-
-    def fn():
-        loss = F.binary_cross_entropy_with_logits(xt, zt)
-        (g,) = torch.autograd.grad(loss, xt)
-        return loss, g
-    return fn
-
-
 def _bce_bench_inputs(shape, dtype, rng):
     return {"logits": values(shape, dtype, rng), "target": rng.random(shape).astype(dtype)}
 
@@ -167,7 +156,8 @@ _BCE_OP = Op("binary_cross_entropy_with_logits", "sigmoid", "binary_cross_entrop
              (Bench("bce_with_logits_grad",
                     "binary cross-entropy with logits, forward + backward (mean, loss and grad)",
                     _bce_bench_inputs, _traffic_bce,
-                    {"numpy": _np_bce_grad, "torch": _th_bce_grad},
+                    {"numpy": _np_bce_grad,
+                     "torch": th_loss_grad("binary_cross_entropy_with_logits")},
                     options={"return_grad": True}, inplace="grad_out", n_outputs=2),),
              tune_out="grad_out")
 
