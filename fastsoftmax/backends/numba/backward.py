@@ -4,10 +4,10 @@ contract function ``softmax_backward``.
 Per row (docs/training.md): softmax ``s = sum g*y``, ``o = y * (g - s)``; log_softmax
 ``s = sum g``, ``o = g - exp(y) * s`` (where ``s == 0``: ``o = g``, NaN for y NaN or +inf,
 ``lbwd_zero``: exp(y) may overflow for y outside log_softmax's range, and inf * 0 must not give
-NaN).  ``s`` is accumulated in float64 (products formed in
-float64), then rounded once to the row's dtype for the write pass, which runs while the row is
-still in cache (one fused pass per row: 2 reads of g and y, 1 write; out of cache the second
-read comes from L2 for rows up to ~40K float32).
+NaN).  ``s`` is accumulated in float64 (products formed in float64), then rounded once to the
+row's dtype for the write pass, which runs while the row is still in cache (one fused pass per
+row: 2 reads of g and y, 1 write; out of cache the second read comes from L2 for rows up to ~40K
+float32).
 * rows (inner == 1): ``_rows_loop``; few long rows on several threads: each row's blocks split
   over the threads twice (partial sums, then the write);
 * inner > 1: per outer slab, the columns [k0, k1) vectorized, per-column sums;
